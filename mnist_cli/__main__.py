@@ -1,0 +1,3 @@
+from mnist_cli.cli import main
+
+main()

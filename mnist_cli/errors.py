@@ -1,0 +1,30 @@
+"""Errors a user can act on.
+
+Every problem with the user's input (config, data files, run directories, images) raises a
+subclass of `MnistCliError`, which is a `ValueError`. The CLI turns these into one line
+`Error: ...` and an exit code, never a traceback.
+"""
+
+
+class MnistCliError(ValueError):
+    """Base class: a problem the user can fix. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class ConfigError(MnistCliError):
+    """The config (YAML file, --set override or flag) is invalid. Usage error: exit 2."""
+
+    exit_code = 2
+
+
+class DataError(MnistCliError):
+    """A dataset cannot be found, read or trusted."""
+
+
+class RunDirError(MnistCliError):
+    """A path is not a usable run directory (or a saved model is not a model)."""
+
+
+class ImageError(MnistCliError):
+    """An image given to `mnist predict` cannot be read or holds no digit."""
