@@ -1,0 +1,406 @@
+"""The experiment config: schema, defaults, YAML loading and command-line overrides.
+
+Resolution order (later wins): the defaults written in the models below <- the YAML file
+<- each `--set dotted.key=value` <- the dedicated flags (`--epochs`, `--batch-size`, ...).
+Every model forbids unknown keys, so a typo is an error that names the key instead of a
+setting silently ignored. Only `yaml.safe_load` is ever used: a config cannot run code.
+
+This module imports neither Keras nor TensorFlow: validating a config must stay instant.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mnist_cli.errors import ConfigError
+
+NUM_CLASSES = 10
+IMAGE_SIDE = 28
+NUM_FEATURES = IMAGE_SIDE * IMAGE_SIDE
+
+Activation = Literal[
+    "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "softplus", "swish"
+]
+OutputActivation = Literal["softmax", "sigmoid", "linear"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Subset(_Strict):
+    """Use only part of the data, for quick runs. `train` samples are drawn at random (seeded)
+    from the training set; `test` takes the first N test images so their indices stay those
+    of the official test set."""
+
+    train: Annotated[int, Field(gt=0)] | None = None
+    test: Annotated[int, Field(gt=0)] | None = None
+
+
+class DataConfig(_Strict):
+    dataset: Literal["mnist", "fashion_mnist", "openml"] = "mnist"
+    path: str | None = Field(
+        default=None,
+        description="A .npz in the Keras layout, or a folder of IDX files (gzipped or not).",
+    )
+    scale: bool = Field(default=True, description="Divide pixels by 255 to get [0, 1].")
+    binarize: bool = Field(
+        default=False,
+        description="Pixels brighter than `binarize_threshold` (a fraction of full intensity) "
+        "become 1, the rest 0.",
+    )
+    binarize_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    flatten: bool = Field(
+        default=True,
+        description="Flatten 28x28 images to 784 features in preprocessing; if false the model "
+        "starts with a Flatten layer instead.",
+    )
+    validation_split: Annotated[float, Field(ge=0.0)] = Field(
+        default=0.1,
+        description="Held-out part of the TRAINING set: a fraction in [0, 1) or a count (>= 1).",
+    )
+    openml_split: Literal["official", "random"] = Field(
+        default="official",
+        description="openml only: the official 60k/10k split, or a seeded random 75/25 split.",
+    )
+    subset: Subset | None = None
+
+    @field_validator("subset", mode="before")
+    @classmethod
+    def _subset_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"train": value}
+        return value
+
+    @field_validator("validation_split")
+    @classmethod
+    def _split_is_fraction_or_count(cls, value: float) -> float:
+        if value >= 1.0 and not float(value).is_integer():
+            raise ValueError("must be a fraction below 1 or a whole number of samples")
+        return value
+
+
+class LayerSpec(_Strict):
+    """One Dense layer of the long form."""
+
+    units: Annotated[int, Field(gt=0)]
+    activation: Activation | None = None
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class Initializer(_Strict):
+    """A Keras initializer by name with its arguments, e.g. {name: random_normal, stddev: 1.0}."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+def _layer_kind(item: Any) -> str:
+    return "layer" if isinstance(item, (dict, LayerSpec)) else "size"
+
+
+LayerItem = Annotated[
+    Union[Annotated[Annotated[int, Field(gt=0)], Tag("size")], Annotated[LayerSpec, Tag("layer")]],
+    Discriminator(_layer_kind),
+]
+
+
+class ModelConfig(_Strict):
+    layers: list[LayerItem] = Field(
+        default_factory=lambda: [NUM_FEATURES, 128, NUM_CLASSES],
+        description="Sizes from input to output, e.g. [784, 500, 10]; items after the first "
+        "may be mappings {units, activation, dropout}.",
+    )
+    hidden_activation: Activation = "relu"
+    output_activation: OutputActivation = "softmax"
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="Dropout after every hidden layer (a layer's own overrides it)."
+    )
+    kernel_initializer: str | Initializer = "glorot_uniform"
+    bias_initializer: str | Initializer = "zeros"
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_shape(cls, layers: list) -> list:
+        if len(layers) < 2:
+            raise ValueError("needs at least an input size and an output size, e.g. [784, 10]")
+        if not isinstance(layers[0], int):
+            raise ValueError("the first item is the input size, a number such as 784")
+        return layers
+
+    @property
+    def input_size(self) -> int:
+        return int(self.layers[0])
+
+    def dense_layers(self) -> list[LayerSpec]:
+        """The long form of every Dense layer after the input, defaults filled in."""
+        specs: list[LayerSpec] = []
+        last = len(self.layers) - 1
+        for position, item in enumerate(self.layers[1:], start=1):
+            default_activation = (
+                self.output_activation if position == last else self.hidden_activation
+            )
+            default_dropout = 0.0 if position == last else self.dropout
+            if isinstance(item, int):
+                specs.append(
+                    LayerSpec(units=item, activation=default_activation, dropout=default_dropout)
+                )
+            else:
+                specs.append(
+                    LayerSpec(
+                        units=item.units,
+                        activation=item.activation or default_activation,
+                        dropout=item.dropout if "dropout" in item.model_fields_set
+                        else default_dropout,
+                    )
+                )
+        return specs
+
+    def stack(self) -> list[int]:
+        """The layer sizes as plain numbers, e.g. [784, 500, 10]."""
+        return [self.input_size] + [spec.units for spec in self.dense_layers()]
+
+
+class EarlyStopping(_Strict):
+    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
+    patience: Annotated[int, Field(ge=0)] = 3
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    restore_best_weights: bool = True
+
+
+class TrainConfig(_Strict):
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0.0)] = 0.001
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    nesterov: bool = False
+    loss: Literal["categorical_crossentropy", "mse", "quadratic"] = Field(
+        default="categorical_crossentropy",
+        description="'quadratic' is Nielsen's cost 1/2 * sum over outputs of (y - a)^2; 'mse' is "
+        "Keras's mean over outputs (10x smaller gradients per output: 1/5 of quadratic's).",
+    )
+    batch_size: Annotated[int, Field(gt=0)] = 128
+    epochs: Annotated[int, Field(gt=0)] = 10
+    early_stopping: EarlyStopping | None = None
+    engine: Literal["auto", "fit", "fast"] = Field(
+        default="auto",
+        description="'fit' is Keras's model.fit; 'fast' compiles a whole epoch into one program; "
+        "'auto' picks 'fast' where the backend supports it.",
+    )
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_stopping_shorthand(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> TrainConfig:
+        if self.nesterov and self.optimizer != "sgd":
+            raise ValueError("nesterov applies to the sgd optimizer only")
+        return self
+
+
+class RuntimeConfig(_Strict):
+    backend: Literal["auto", "tensorflow", "jax", "torch"] = Field(
+        default="auto", description="Keras backend; 'auto' uses KERAS_BACKEND, else the fastest."
+    )
+    deterministic: bool = False
+
+
+class OutputConfig(_Strict):
+    root: str = "outputs"
+
+
+class Config(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100)] = "run"
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(name) <= allowed or name.startswith("."):
+            raise ValueError(
+                "use only letters, digits, '.', '_' and '-' (not starting with '.'): "
+                "the name becomes a folder inside the output root"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _stack_fits_data(self) -> Config:
+        stack = self.model.stack()
+        if stack[0] != NUM_FEATURES:
+            raise ValueError(
+                f"model.layers: the first size is {stack[0]} but the {self.data.dataset} images "
+                f"have {NUM_FEATURES} features (28x28): start the stack with {NUM_FEATURES}"
+            )
+        if stack[-1] != NUM_CLASSES:
+            raise ValueError(
+                f"model.layers: the last size is {stack[-1]} but there are {NUM_CLASSES} "
+                f"classes: end the stack with {NUM_CLASSES}"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, every default filled in: what `config.yaml` of a run holds."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+_UNION_TAGS = {"size", "layer", "str", "Initializer"}
+
+
+def _format_location(location: tuple) -> str:
+    """('model', 'layers', 1, 'layer', 'units') -> 'model.layers[1].units'."""
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part not in _UNION_TAGS:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _readable_message(detail: dict) -> str:
+    kind = detail["type"]
+    message = detail["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling; the README lists every config key)"
+    if kind == "literal_error":
+        return f"must be one of {detail.get('ctx', {}).get('expected', '')}"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return f"must be a mapping of keys, not a {type(detail.get('input')).__name__}"
+    if kind == "missing":
+        return "is required"
+    if message.startswith("Value error, "):
+        return message[len("Value error, "):]
+    if message.startswith("Input should be"):
+        return "must be" + message[len("Input should be"):]
+    return message
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """The first problem of a pydantic error as `key: message (got value)`, on one line."""
+    first = error.errors()[0]
+    location = _format_location(first["loc"])
+    message = _readable_message(first)
+    got = first.get("input")
+    show_input = first["type"] not in {"extra_forbidden", "missing"} and isinstance(
+        got, (str, int, float, bool)
+    )
+    suffix = f" (got {got!r})" if show_input else ""
+    extra = len(error.errors()) - 1
+    more = f" [and {extra} more problem{'s' if extra > 1 else ''}]" if extra else ""
+    return f"{location}: {message}{suffix}{more}" if location else f"{message}{suffix}{more}"
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a config file as a mapping, with errors that name the file (and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty: write at least `name: my-run`")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the config must be a mapping of keys (name, data, model, train, ...), "
+            f"not a {type(data).__name__}"
+        )
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=5` -> (['train', 'epochs'], 5); the value is parsed as YAML."""
+    key, separator, raw_value = text.partition("=")
+    key = key.strip()
+    if not separator or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example --set train.epochs=5")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
+    parts = key.split(".")
+    if any(not part for part in parts):
+        raise ConfigError(f"--set {text!r}: the key has an empty part")
+    return parts, value
+
+
+def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    target = data
+    for part in parts[:-1]:
+        child = target.get(part)
+        if child is None:
+            child = {}
+            target[part] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: {part} is not a section")
+        target = child
+    target[parts[-1]] = value
+
+
+def build_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] = (),
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults <- YAML file <- `--set` overrides <- flags (dotted keys -> values, None = unset)."""
+    data = read_yaml_mapping(path) if path is not None else {}
+    source = str(path) if path is not None else "config"
+    for text in overrides:
+        parts, value = parse_override(text)
+        apply_override(data, parts, value)
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            apply_override(data, dotted.split("."), value)
+    return build_config(data, source)
+
+
+def validation_count(split: float, train_size: int) -> int:
+    """How many training samples the validation split takes."""
+    if split >= 1.0:
+        return int(split)
+    return int(math.floor(split * train_size))
