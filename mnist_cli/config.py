@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -69,7 +69,7 @@ class DataConfig(_Strict):
         description="Flatten 28x28 images to 784 features in preprocessing; if false the model "
         "starts with a Flatten layer instead.",
     )
-    validation_split: Annotated[float, Field(ge=0.0)] = Field(
+    validation_split: Annotated[int | float, Field(ge=0)] = Field(
         default=0.1,
         description="Held-out part of the TRAINING set: a fraction in [0, 1) or a count (>= 1).",
     )
@@ -88,7 +88,7 @@ class DataConfig(_Strict):
 
     @field_validator("validation_split")
     @classmethod
-    def _split_is_fraction_or_count(cls, value: float) -> float:
+    def _split_is_fraction_or_count(cls, value: int | float) -> int | float:
         if value >= 1.0 and not float(value).is_integer():
             raise ValueError("must be a fraction below 1 or a whole number of samples")
         return value
@@ -114,7 +114,7 @@ def _layer_kind(item: Any) -> str:
 
 
 LayerItem = Annotated[
-    Union[Annotated[Annotated[int, Field(gt=0)], Tag("size")], Annotated[LayerSpec, Tag("layer")]],
+    Annotated[Annotated[int, Field(gt=0)], Tag("size")] | Annotated[LayerSpec, Tag("layer")],
     Discriminator(_layer_kind),
 ]
 
@@ -268,7 +268,19 @@ class Config(_Strict):
         return self.model_dump(mode="json")
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+        return yaml.dump(self.to_dict(), Dumper=_ConfigDumper, sort_keys=False)
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """Block style for sections, flow style for short lists such as `layers: [784, 500, 10]`."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, items: list) -> yaml.Node:
+    scalars = all(not isinstance(item, (dict, list)) for item in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=scalars)
+
+
+_ConfigDumper.add_representer(list, _represent_list)
 
 
 _UNION_TAGS = {"size", "layer", "str", "Initializer"}

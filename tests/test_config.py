@@ -1,0 +1,138 @@
+"""The config schema, overrides and the one-line errors of `mnist train --dry-run`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mnist_cli.cli import cli
+from mnist_cli.config import load_config
+from mnist_cli.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+
+
+def write_config(folder: Path, text: str) -> Path:
+    path = folder / "experiment.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_every_bundled_config_validates():
+    assert len(CONFIGS) >= 5
+    for path in CONFIGS:
+        config = load_config(path)
+        assert config.model.stack()[0] == 784 and config.model.stack()[-1] == 10
+
+
+def test_bundled_recipes_match_the_tutorials():
+    by_name = {path.stem: load_config(path) for path in CONFIGS}
+    keras_tutorial = by_name["keras-784-500-10"]
+    assert keras_tutorial.model.stack() == [784, 500, 10]
+    assert keras_tutorial.data.binarize
+    assert (keras_tutorial.train.optimizer, keras_tutorial.train.batch_size,
+            keras_tutorial.train.epochs) == ("adam", 300, 20)
+    nielsen = by_name["nielsen-784-30-10"]
+    assert [layer.activation for layer in nielsen.model.dense_layers()] == ["sigmoid", "sigmoid"]
+    assert (nielsen.train.optimizer, nielsen.train.learning_rate, nielsen.train.batch_size,
+            nielsen.train.epochs, nielsen.train.loss) == ("sgd", 3.0, 10, 30, "quadratic")
+    tf2 = by_name["tf2-784-512-256-10"]
+    assert tf2.model.stack() == [784, 512, 256, 10]
+    assert [layer.activation for layer in tf2.model.dense_layers()] == ["relu", "relu", "linear"]
+    assert (tf2.train.optimizer, tf2.train.learning_rate, tf2.train.loss,
+            tf2.train.batch_size, tf2.train.epochs) == ("sgd", 0.001, "mse", 200, 30)
+    assert by_name["softmax-784-10"].model.stack() == [784, 10]
+
+
+def test_precedence_defaults_file_set_flags(tmp_path):
+    path = write_config(tmp_path, "train:\n  epochs: 7\n  batch_size: 32\n")
+    config = load_config(path, ["train.epochs=5", "train.learning_rate=0.01"],
+                         {"train.batch_size": 16, "seed": None})
+    assert config.train.epochs == 5  # --set beats the file
+    assert config.train.batch_size == 16  # a flag beats the file
+    assert config.train.learning_rate == 0.01
+    assert config.seed == 0  # an unset flag leaves the default
+
+
+def test_long_form_layers_fill_defaults():
+    config = load_config(None, [
+        "model.layers=[784, {units: 64, dropout: 0.2}, {units: 32, activation: tanh}, 10]",
+        "model.hidden_activation=sigmoid",
+    ])
+    layers = config.model.dense_layers()
+    assert [(layer.units, layer.activation, layer.dropout) for layer in layers] == [
+        (64, "sigmoid", 0.2), (32, "tanh", 0.0), (10, "softmax", 0.0)]
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(CONFIGS[0])
+    saved = write_config(tmp_path, config.to_yaml())
+    assert load_config(saved) == config
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("train:\n  optimizer: adma\n", "train.optimizer: must be one of 'adam', 'sgd' or 'rmsprop'"),
+    ("trian:\n  epochs: 3\n", "trian: unknown key"),
+    ("model:\n  layers: [784, 500, 11]\n", "end the stack with 10"),
+    ("model:\n  layers: [100, 500, 10]\n", "start the stack with 784"),
+    ("model:\n  layers: [784, 0, 10]\n", "model.layers[1]: must be greater than 0"),
+    ("model:\n  layers: [784, {units: 5, activaton: relu}, 10]\n",
+     "model.layers[1].activaton: unknown key"),
+    ("model:\n  hidden_activation: rleu\n", "model.hidden_activation: must be one of"),
+    ("train:\n  epochs: many\n", "train.epochs: must be a valid integer"),
+    ("train:\n  learning_rate: 0\n", "train.learning_rate: must be greater than 0"),
+    ("train:\n  batch_size: -3\n", "train.batch_size: must be greater than 0"),
+    ("data: [1, 2]\n", "data: must be a mapping of keys, not a list"),
+    ("- a\n- b\n", "must be a mapping of keys"),
+    ("", "the config file is empty"),
+    ("train:\n  epochs: [3\n", "YAML syntax error"),
+    ("name: ../../etc\n", "name: use only letters"),
+])
+def test_bad_configs_give_one_line_and_exit_2(tmp_path, text, expected):
+    path = write_config(tmp_path, text)
+    result = CliRunner().invoke(cli, ["train", "--config", str(path), "--dry-run", "--no-summary"])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert str(path) in result.output  # the file is named
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write_config(tmp_path, "name: x\ntrain:\n  epochs: [3\n")
+    with pytest.raises(ConfigError, match=r"line \d+"):
+        load_config(path)
+
+
+def test_bad_override_syntax():
+    result = CliRunner().invoke(cli, ["train", "--set", "train.epochs", "--dry-run"])
+    assert result.exit_code == 2
+    assert "expected KEY=VALUE" in result.output
+
+
+def test_missing_config_file(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "-c", str(tmp_path / "nope.yaml"), "--dry-run"])
+    assert result.exit_code == 2
+    assert "config file not found" in result.output
+
+
+def test_dry_run_prints_resolved_config_without_training(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "-c", str(CONFIGS[0]), "--dry-run", "--no-summary",
+                                      "--epochs", "4", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    printed = yaml.safe_load(result.output)
+    assert printed["train"]["epochs"] == 4
+    assert printed["output"]["root"] == str(tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_every_command_help_has_an_example():
+    runner = CliRunner()
+    assert "Example:" in runner.invoke(cli, ["--help"]).output
+    for name in cli.commands:
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0
+        assert "Example:" in result.output, name
