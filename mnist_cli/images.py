@@ -1,0 +1,510 @@
+"""Turn a user's own digit image into a 28x28 MNIST-style array for `mnist predict`.
+
+A Dense network trained on MNIST only knows MNIST's conventions, so a photo or a drawing must be
+made to look like an MNIST digit before it is classified. LeCun et al. describe how MNIST was
+made: each digit was fitted into a 20x20 box keeping its aspect ratio (anti-aliasing produced
+the grey levels), then placed in a 28x28 field so that its centre of mass lies at the centre.
+The real data confirm it: the bounding box of every digit has 20 pixels on its longer side and
+the intensity-weighted centre of mass is (13.99, 14.00) on average in row/column indices, with
+the spread (0.29 px) of an integer shift. This module does the same, in order:
+
+1. decode the file with Pillow, apply the EXIF orientation, composite away any transparency and
+   convert to grey levels (`load_digit_image` only);
+2. find the background level from the border and the polarity of the ink, so that the ink is
+   light on black like MNIST whatever the user drew with;
+3. subtract the background and a noise floor, drop isolated specks, crop to the ink;
+4. thicken strokes that would be far thinner than MNIST's after the fit (a 3-pixel pen on a
+   1000-pixel canvas), because the network has never seen hairlines;
+5. fit the digit into 20x20 keeping its aspect ratio, with anti-aliased resampling;
+6. place it in 28x28 with its centre of mass at (14, 14), scale the ink to a peak of 255.
+
+The result is uint8, as in the raw MNIST files; the run's own preprocessing (dividing by 255,
+binarizing) is applied afterwards by the caller, exactly as for the training data.
+
+This module imports neither Keras nor TensorFlow: preparing an image must stay instant.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import uuid
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from mnist_cli.errors import ImageError
+
+MNIST_SIDE = 28
+"""Side of an MNIST image, in pixels."""
+
+DIGIT_BOX_SIDE = 20
+"""MNIST fitted each digit into a 20x20 box (aspect ratio kept) before centring it."""
+
+CENTRE_OF_MASS_TARGET = 14.0
+"""Where MNIST's centres of mass lie, in row/column indices (measured mean 13.99, 14.00)."""
+
+WORKING_SIDE = 2048
+"""Larger images are reduced (box average) to at most this side before the pipeline runs:
+the digit ends up 20 pixels tall anyway, and a 48-megapixel photo would otherwise cost
+gigabytes of float arrays. A digit must span at least 1% of the image to survive this."""
+
+BORDER_FRACTION = 0.02
+"""The background is estimated from a band this fraction of the shorter side wide (at least
+one pixel) around the edge: a single outermost row can be a scanner or JPEG artefact."""
+
+MINIMUM_CONTRAST_FRACTION = 0.1
+"""Ink must differ from the background by at least this fraction of the full grey range
+(25 of 255 levels), or the image is considered blank rather than turning noise into a digit."""
+
+MINIMUM_CONTRAST_NOISE_SIGMAS = 6.0
+"""... and by at least this many standard deviations of the background noise."""
+
+NOISE_FLOOR_SIGMAS = 3.0
+"""Grey levels within this many noise standard deviations of the background are background."""
+
+RELATIVE_NOISE_FLOOR = 0.05
+"""Levels below this fraction of the ink's contrast are background too (JPEG ringing, faint
+paper texture), so that cropping finds the digit, not the noise around it."""
+
+SPECK_MASS_FRACTION = 0.03
+"""A connected blob of ink whose total intensity is below this fraction of the largest blob's
+is a speck (dust, a JPEG block) and is dropped: left in, it would stretch the bounding box and
+shrink the digit. Real pieces of a digit drawn in several strokes are far heavier than this."""
+
+MINIMUM_STROKE_WIDTH = 1.25
+"""If the strokes would be thinner than this (pixels, after the 20x20 fit) they are thickened.
+Measured the same way (`_stroke_width` on 1000 MNIST test digits upscaled to 200x200), MNIST's
+strokes are 1.36 to 3.9 pixels wide (minimum to 95th percentile, median 2.6): no real MNIST
+digit is touched, a hairline drawing always is."""
+
+TARGET_STROKE_WIDTH = 2.5
+"""The width thin strokes are thickened to, close to MNIST's median."""
+
+THICKENING_RESOLUTION = 8
+"""Thickening is done at this many times the final resolution (a 160-pixel digit): fine enough
+for smooth, anti-aliased strokes, small enough for the distance transform to be instant."""
+
+_SUPPORTED_FORMATS_HINT = "PNG, JPEG, BMP, GIF, TIFF, WebP, ..."
+
+
+def load_digit_image(path: str | Path) -> np.ndarray:
+    """Read an image file holding one digit and return it as MNIST would have it.
+
+    Any format and size Pillow decodes is accepted, dark ink on light paper or light ink on
+    dark, with or without transparency. Returns a uint8 (28, 28) array: a light digit on a
+    black background, fitted into 20x20 and centred by its centre of mass.
+
+    Raises `ImageError` (one line naming the file) when the file is missing, is not an image,
+    is truncated or corrupt, is too large to decode safely, or holds no digit.
+    """
+    path = Path(path)
+    grey = _read_greyscale(path)
+    return _prepare_digit(grey, source_name=str(path))
+
+
+def prepare_digit(image: np.ndarray) -> np.ndarray:
+    """Run the MNIST preprocessing on a 2-D grey-level array instead of a file.
+
+    `image` may be uint8 (0..255), another integer type, bool, or float (taken as 0..1 when its
+    maximum is at most 1, else as 0..255). Either polarity is accepted. Returns uint8 (28, 28),
+    light digit on black. Raises `ImageError` for an array that is not a 2-D grey image or
+    holds no digit. Tests and callers that already hold pixels use this to skip the file.
+    """
+    return _prepare_digit(image, source_name="the image")
+
+
+def save_digit_png(image28: np.ndarray, path: str | Path) -> None:
+    """Write a prepared 28x28 digit as an 8-bit greyscale PNG (for `--save-preprocessed`).
+
+    The file is written to a temporary name in the same folder and then renamed over `path`,
+    so a crash or a full disk never leaves a half-written PNG where the user looks for it.
+    Raises `ImageError` when the array is not a 28x28 image or the file cannot be written.
+    """
+    path = Path(path)
+    array = np.asarray(image28)
+    if array.shape != (MNIST_SIDE, MNIST_SIDE):
+        raise ImageError(f"{path}: expected a 28x28 digit to save, got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+            raise ImageError(f"{path}: the digit to save must hold finite grey levels")
+        array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+    # A unique name opened with "x" (create, never overwrite) rather than tempfile's: tempfile
+    # creates files readable by their owner only, and the rename would keep that mode.
+    temporary_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary_path, "xb") as temporary_file:
+            Image.fromarray(array).save(temporary_file, format="PNG")
+        os.replace(temporary_path, path)
+    except OSError as error:
+        temporary_path.unlink(missing_ok=True)
+        reason = error.strerror or str(error)
+        raise ImageError(f"{path}: cannot write the preprocessed image ({reason})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+# Pillow's format plugins raise many exception types on malformed files (fuzzing has found
+# struct.error, IndexError, EOFError, SyntaxError, ... besides OSError); all mean "corrupt".
+_DECODING_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    MemoryError,
+)
+
+
+_DEFAULT_PIXEL_LIMIT = 89_478_485  # Pillow's own default: 1024 * 1024 * 1024 // 4 // 3
+
+
+def _pixel_limit() -> int:
+    """Pillow's decompression-bomb limit (about 89 megapixels), or that default if disabled."""
+    return Image.MAX_IMAGE_PIXELS or _DEFAULT_PIXEL_LIMIT
+
+
+def _too_large_message(path: Path, size_text: str) -> str:
+    """One message for every way an image can exceed the pixel limit."""
+    return (
+        f"{path}: is too large to decode safely ({size_text}, limit {_pixel_limit():,} pixels, "
+        "Pillow's decompression-bomb guard): shrink or crop it first"
+    )
+
+
+def _read_greyscale(path: Path) -> np.ndarray:
+    """Decode `path` into a float32 array of grey levels 0..255 (alpha composited away).
+
+    Every failure of the file or of Pillow becomes an `ImageError` naming the file, so that
+    the CLI prints one line and never a traceback.
+    """
+    if not path.exists():
+        raise ImageError(f"{path}: image file not found")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file")
+    try:
+        with warnings.catch_warnings():
+            # Between one and two times its limit Pillow only warns (on stderr, mid-output):
+            # make that an error like the rest, with the same message.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(_too_large_message(path, "more pixels than the limit")) from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            f"{path}: is not an image Pillow can read ({_SUPPORTED_FORMATS_HINT})"
+        ) from None
+    except PermissionError:
+        raise ImageError(f"{path}: cannot read the file (permission denied)") from None
+    except _DECODING_ERRORS as error:
+        raise ImageError(f"{path}: cannot open the image ({_describe(error)})") from None
+    try:
+        with image:
+            width, height = image.size
+            if width * height > _pixel_limit():
+                # Also when Image.MAX_IMAGE_PIXELS was set to None somewhere: never decode
+                # a decompression bomb, whatever the global setting.
+                raise ImageError(_too_large_message(path, f"{width}x{height} pixels"))
+            # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost nothing: use it for photos.
+            image.draft("L", (WORKING_SIDE, WORKING_SIDE))
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            image = _normalise_mode(image)
+            image = _reduce_to_working_size(image)
+            return _greyscale_array(image)
+    except ImageError:
+        raise
+    except _DECODING_ERRORS as error:
+        raise ImageError(
+            f"{path}: the image is truncated or corrupt ({_describe(error)})"
+        ) from None
+
+
+def _describe(error: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """Bring Pillow's many modes down to L, LA, RGB, RGBA or F (grey levels 0..255).
+
+    16-bit and 32-bit images are rescaled rather than clipped: Pillow's own conversion of
+    16-bit grey to 8-bit clips every level above 255 to white, which would erase the digit.
+    """
+    mode = image.mode
+    if "transparency" in image.info and mode in ("1", "L", "P", "RGB"):
+        return image.convert("RGBA")
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    if mode in ("PA", "RGBa", "La"):
+        return image.convert("RGBA")
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        maximum = float(values.max()) if values.size else 0.0
+        if mode == "F" and maximum <= 1.0:
+            values = values * 255.0
+        elif maximum > 255.0:
+            full_scale = 65535.0 if maximum <= 65535.0 else maximum
+            values = values * (255.0 / full_scale)
+        return Image.fromarray(np.clip(values, 0.0, 255.0).astype(np.float32))
+    # 1, P, CMYK, YCbCr, RGBX, HSV, ...: grey levels are all the pipeline needs.
+    return image.convert("L")
+
+
+def _reduce_to_working_size(image: Image.Image) -> Image.Image:
+    """Box-average an image whose longer side exceeds `WORKING_SIDE` down to at most that."""
+    factor = math.ceil(max(image.size) / WORKING_SIDE)
+    return image.reduce(factor) if factor > 1 else image
+
+
+def _greyscale_array(image: Image.Image) -> np.ndarray:
+    """Grey levels 0..255 as float32; a transparent background becomes an opaque one."""
+    if image.mode in ("LA", "RGBA"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255.0
+        grey = np.asarray(image.convert("L"), dtype=np.float32)
+        return _composite_transparency(grey, alpha)
+    if image.mode != "F":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.float32)
+
+
+def _composite_transparency(grey: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Flatten an image with alpha onto the background the transparent part stands for.
+
+    Two kinds of transparent images are common. A layer of ink only (a PNG exported from a
+    drawing app): its opaque pixels all share one colour, usually black, and the transparent
+    pixels often hold black too, so simply dropping alpha would give black on black. It is put
+    on the contrasting colour. A photo or scan with transparent margins: its opaque part holds
+    both paper and ink, so the margins are filled with the paper's colour (the median of the
+    opaque pixels) and the digit keeps its contrast.
+    """
+    if alpha.min() >= 1.0:
+        return grey
+    opaque = alpha >= 0.5
+    if not opaque.any():
+        return np.zeros_like(grey)  # fully transparent: blank, reported as such later
+    opaque_levels = grey[opaque]
+    low, middle, high = np.percentile(opaque_levels, [1, 50, 99])
+    if high - low < 64.0:
+        background = 255.0 if middle < 128.0 else 0.0
+    else:
+        background = float(middle)
+    return grey * alpha + background * (1.0 - alpha)
+
+
+# --------------------------------------------------------------------------------------------
+# The MNIST pipeline on grey levels
+
+
+def _as_grey_levels(image: np.ndarray, source_name: str) -> np.ndarray:
+    """Validate a 2-D grey image and return it as float32 levels 0..255."""
+    array = np.asarray(image)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(
+            f"{source_name}: expected a 2-D grey-level image (height, width), "
+            f"got an array of shape {array.shape}"
+        )
+    if array.dtype == np.bool_:
+        return array.astype(np.float32) * 255.0
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ImageError(f"{source_name}: grey levels must be numbers, got dtype {array.dtype}")
+    values = array.astype(np.float32)
+    if not np.all(np.isfinite(values)):
+        raise ImageError(f"{source_name}: the image holds NaN or infinite grey levels")
+    minimum, maximum = float(values.min()), float(values.max())
+    if minimum < 0.0:
+        raise ImageError(f"{source_name}: grey levels must not be negative (minimum {minimum})")
+    if np.issubdtype(array.dtype, np.integer):
+        full_scale = 255.0 if maximum <= 255.0 else float(np.iinfo(array.dtype).max)
+    elif maximum <= 1.0:
+        full_scale = 1.0
+    else:
+        full_scale = max(255.0, maximum)
+    return values * np.float32(255.0 / full_scale)
+
+
+def _reduce_array(values: np.ndarray) -> np.ndarray:
+    """Box-average an array whose longer side exceeds `WORKING_SIDE` (arrays given directly)."""
+    factor = math.ceil(max(values.shape) / WORKING_SIDE)
+    if factor <= 1:
+        return values
+    return np.asarray(Image.fromarray(values).reduce(factor), dtype=np.float32)
+
+
+def _border_pixels(values: np.ndarray) -> np.ndarray:
+    """The pixels of a band around the edge, where a centred digit's background shows."""
+    height, width = values.shape
+    band = max(1, int(min(height, width) * BORDER_FRACTION))
+    if 2 * band >= min(height, width):
+        return values.ravel()
+    return np.concatenate(
+        [
+            values[:band, :].ravel(),
+            values[-band:, :].ravel(),
+            values[band:-band, :band].ravel(),
+            values[band:-band, -band:].ravel(),
+        ]
+    )
+
+
+def _ink_above_background(values: np.ndarray, source_name: str) -> np.ndarray:
+    """Background to 0 and ink positive, whatever the polarity; raise if there is no ink.
+
+    The background level is the median of the border band, robust to a digit touching the
+    edge, and its noise is estimated from the same pixels (median absolute deviation). The
+    ink's polarity is the side of the background that holds more intensity beyond the noise:
+    more robust than comparing with mid-grey (a dim photo of white paper is below mid-grey)
+    or with the darkest and lightest pixel (a single glint of glare would win).
+    """
+    border = _border_pixels(values)
+    background = float(np.median(border))
+    noise_sigma = 1.4826 * float(np.median(np.abs(border - background)))
+    noise_floor = NOISE_FLOOR_SIGMAS * noise_sigma
+    deviation = values - np.float32(background)
+    light_mass = float(np.clip(deviation - noise_floor, 0.0, None).sum())
+    dark_mass = float(np.clip(-deviation - noise_floor, 0.0, None).sum())
+    ink = -deviation if dark_mass > light_mass else deviation
+    np.clip(ink, 0.0, None, out=ink)
+    contrast = float(ink.max())
+    minimum_contrast = max(
+        MINIMUM_CONTRAST_FRACTION * 255.0, MINIMUM_CONTRAST_NOISE_SIGMAS * noise_sigma
+    )
+    if contrast < minimum_contrast:
+        raise ImageError(
+            f"{source_name}: is blank: no digit found (the darkest and lightest marks differ "
+            f"from the background by at most {contrast:.0f} of 255 grey levels)"
+        )
+    floor = max(noise_floor, RELATIVE_NOISE_FLOOR * contrast)
+    # Subtracting the floor (rather than zeroing what is below it) keeps the anti-aliased
+    # edges continuous: no step at the threshold.
+    ink -= np.float32(floor)
+    np.clip(ink, 0.0, None, out=ink)
+    return ink
+
+
+def _drop_specks(ink: np.ndarray) -> np.ndarray:
+    """Zero the connected blobs of ink that are negligible next to the largest one."""
+    labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), dtype=bool))
+    if count <= 1:
+        return ink
+    masses = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
+    keep = np.concatenate([[False], masses >= SPECK_MASS_FRACTION * masses.max()])
+    return np.where(keep[labels], ink, np.float32(0.0))
+
+
+def _crop_to_ink(ink: np.ndarray) -> np.ndarray:
+    """The smallest rectangle holding every non-zero pixel (the caller ensures there is one)."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    columns = np.flatnonzero(ink.any(axis=0))
+    return ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """Estimate the stroke width (pixels) of a binary digit as twice its area over its outline.
+
+    A stroke of width w and length L has area wL and an outline of about 2L pixels. Strokes
+    one or two pixels wide are all outline, so the estimate never goes below 2 - enough to
+    tell a hairline from a pen stroke once the digit is scaled down.
+    """
+    area = int(mask.sum())
+    if area == 0:
+        return 0.0
+    interior = ndimage.binary_erosion(mask, border_value=0)
+    outline = area - int(interior.sum())
+    return 2.0 * area / max(outline, 1)
+
+
+def _block_maximum(values: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink by an integer factor keeping each block's maximum, so hairlines are not lost."""
+    if factor <= 1:
+        return values
+    height, width = values.shape
+    padded = np.pad(values, ((0, (-height) % factor), (0, (-width) % factor)))
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    return blocks.max(axis=(1, 3))
+
+
+def _thicken_thin_strokes(crop: np.ndarray) -> np.ndarray:
+    """Return the cropped digit with strokes about `TARGET_STROKE_WIDTH` wide after the fit,
+    if they would otherwise be thinner than `MINIMUM_STROKE_WIDTH`; else `crop` unchanged.
+
+    A digit drawn with a thin pen on a big canvas shrinks to faint sub-pixel lines, which an
+    MNIST network has never seen. The digit is rebuilt from the distance to its ink, at
+    `THICKENING_RESOLUTION` times the final size: pixels within the target radius of the
+    original stroke become ink, with a one-pixel soft edge so the downscale stays smooth.
+    """
+    mask = crop >= 0.4 * float(crop.max())
+    longer_side = max(crop.shape)
+    fitted_width = _stroke_width(mask) * DIGIT_BOX_SIDE / longer_side
+    if fitted_width >= MINIMUM_STROKE_WIDTH:
+        return crop
+    factor = max(1, longer_side // (DIGIT_BOX_SIDE * THICKENING_RESOLUTION))
+    small_mask = _block_maximum(mask, factor)
+    pixels_per_output_pixel = max(small_mask.shape) / DIGIT_BOX_SIDE
+    current_width = max(1.0, fitted_width * pixels_per_output_pixel)
+    radius = max(0.5, (TARGET_STROKE_WIDTH * pixels_per_output_pixel - current_width) / 2.0)
+    margin = math.ceil(radius) + 1
+    padded_mask = np.pad(small_mask, margin)
+    distance_to_ink = ndimage.distance_transform_edt(~padded_mask)
+    thick = np.clip(radius + 0.5 - distance_to_ink, 0.0, 1.0).astype(np.float32)
+    return _crop_to_ink(thick)
+
+
+def _fit_into_box(crop: np.ndarray) -> np.ndarray:
+    """Resize so the longer side is `DIGIT_BOX_SIDE`, keeping the aspect ratio (anti-aliased).
+
+    Pillow's resampling widens its kernel when shrinking, so every source pixel contributes,
+    like MNIST's anti-aliasing. The triangle (bilinear) kernel has no negative lobes to ring;
+    on a round trip of 150 MNIST test digits through 200x200 photos it matched the originals
+    as well as Lanczos, bicubic, box or Hamming (mean correlation 0.950 against 0.944-0.950).
+    """
+    height, width = crop.shape
+    scale = DIGIT_BOX_SIDE / max(height, width)
+    new_width = min(DIGIT_BOX_SIDE, max(1, round(width * scale)))
+    new_height = min(DIGIT_BOX_SIDE, max(1, round(height * scale)))
+    resized = Image.fromarray(crop.astype(np.float32)).resize(
+        (new_width, new_height), Image.Resampling.BILINEAR
+    )
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, None)
+
+
+def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
+    """Put the fitted digit in a 28x28 black field, its centre of mass at (14, 14).
+
+    Like MNIST, the shift is a whole number of pixels (no interpolation blur), and it is
+    clamped so that no part of the digit leaves the frame.
+    """
+    height, width = digit.shape
+    centre_row, centre_column = ndimage.center_of_mass(digit)
+    top = math.floor(CENTRE_OF_MASS_TARGET - centre_row + 0.5)
+    left = math.floor(CENTRE_OF_MASS_TARGET - centre_column + 0.5)
+    top = min(max(top, 0), MNIST_SIDE - height)
+    left = min(max(left, 0), MNIST_SIDE - width)
+    field = np.zeros((MNIST_SIDE, MNIST_SIDE), dtype=np.float32)
+    field[top : top + height, left : left + width] = digit
+    return field
+
+
+def _prepare_digit(image: np.ndarray, source_name: str) -> np.ndarray:
+    """The pipeline behind `prepare_digit` and `load_digit_image`; errors name `source_name`."""
+    values = _reduce_array(_as_grey_levels(image, source_name))
+    ink = _drop_specks(_ink_above_background(values, source_name))
+    crop = _crop_to_ink(ink)
+    crop = crop / np.float32(crop.max())
+    crop = _thicken_thin_strokes(crop)
+    field = _place_by_centre_of_mass(_fit_into_box(crop))
+    peak = float(field.max())
+    if peak <= 0.0:
+        raise ImageError(f"{source_name}: is blank: no digit found")
+    return np.clip(np.rint(field * (255.0 / peak)), 0, 255).astype(np.uint8)
