@@ -77,3 +77,47 @@ def activate_backend(requested: str = "auto", verbose: bool = False) -> str:
         return backend
     os.environ["KERAS_BACKEND"] = backend
     return backend
+
+
+def seed_everything(seed: int) -> None:
+    """What `keras.utils.set_random_seed` does, without importing TensorFlow needlessly.
+
+    Keras's own function seeds TensorFlow whenever it is installed, which imports it (seconds
+    of start-up and hundreds of MB) even on the JAX backend; here TensorFlow is seeded only
+    when it is the backend. Call after `activate_backend()`.
+    """
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.random.set_seed(seed)
+    elif backend == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def keep_tensorflow_unloaded() -> None:
+    """On the JAX and torch backends, stop Keras from importing TensorFlow just to look.
+
+    Keras asks "is TensorFlow installed?" in its serialization code (to recognise TF
+    objects, which a model of this tool never holds) and answering that imports it: 2.5-4 s
+    and a large part of peak memory, for nothing. Keras's lazy module caches the answer in
+    `_available`; setting it to False is the one private hook this tool uses.
+    """
+    if os.environ.get("KERAS_BACKEND") == "tensorflow" or "tensorflow" in sys.modules:
+        return
+    from keras.src.utils import module_utils
+
+    module_utils.tensorflow._available = False

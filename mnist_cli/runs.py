@@ -48,6 +48,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     )
     os.close(handle)
     temporary = Path(temporary_name)
+    # mkstemp makes owner-only files; give the final file the usual permissions instead.
+    os.chmod(temporary, 0o666 & ~_current_umask())
     try:
         yield temporary
         with open(temporary, "rb+") as written:
@@ -58,6 +60,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             temporary.unlink()
         raise
     _fsync_directory(path.parent)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(folder: Path) -> None:
@@ -80,7 +88,22 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json_text(data) + "\n")
+
+
+def json_text(value: Any, indent: int = 0) -> str:
+    """Indented JSON in which a list of numbers stays on one line (a confusion-matrix row)."""
+    pad = "  " * (indent + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(str(key))}: {json_text(item, indent + 1)}"
+                 for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    if isinstance(value, (list, tuple)) and value and any(
+        isinstance(item, (dict, list, tuple)) for item in value
+    ):
+        items = [pad + json_text(item, indent + 1) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
+    return json.dumps(value)
 
 
 def save_with(path: str | Path, writer: Callable[[Path], None]) -> None:

@@ -21,6 +21,7 @@ import keras
 import numpy as np
 
 from mnist_cli import __version__, plots
+from mnist_cli.backend import keep_tensorflow_unloaded, seed_everything
 from mnist_cli.config import Config
 from mnist_cli.data import PreparedData, prepare
 from mnist_cli.evaluate import (
@@ -44,9 +45,10 @@ ERROR_GRID_LIMIT = 30
 
 
 def _float_or_none(value: Any) -> float | None:
+    """A metric as a plain float, written with the digits its float32 value really has."""
     if value is None:
         return None
-    return float(np.asarray(value))
+    return float(str(np.float32(np.asarray(value))))
 
 
 class EpochRecorder:
@@ -199,7 +201,8 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
     `progress_bar` shows Keras's per-batch bar (for a terminal); otherwise one line per epoch
     is passed to `echo`.
     """
-    keras.utils.set_random_seed(config.seed)
+    keep_tensorflow_unloaded()
+    seed_everything(config.seed)
     data = prepare(config)
     engine = resolve_engine(config)
     resolved = config.model_copy(deep=True)
