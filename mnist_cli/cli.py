@@ -122,6 +122,221 @@ def _print_summary(config, verbose: bool) -> None:
     build_model(config).summary(print_fn=lambda line, **_: click.echo(line))
 
 
+# --------------------------------------------------------------------------------------------
+# Inspecting runs: evaluate, show-errors, predict, runs, compare
+
+_BACKEND_OPTION = click.option(
+    "--backend", type=click.Choice(["tensorflow", "jax", "torch"]),
+    help="Keras backend to load the model with (default: the one the run was trained on).")
+_CONFIG_OPTION = click.option(
+    "--config", "-c", "config_path", type=click.Path(dir_okay=False),
+    help="Config the model was trained with; needed for a bare .keras file (default: the "
+         "run's config.yaml).")
+
+
+def _locate_and_activate(model_path: str, config_path: str | None, backend: str | None):
+    """Find the model and its config, then start Keras on the run's backend (or --backend)."""
+    from mnist_cli.backend import activate_backend
+    from mnist_cli.inspection import locate_model
+
+    source = locate_model(model_path, config_path)
+    activate_backend(backend or source.config.runtime.backend)
+    return source
+
+
+@cli.command()
+@click.argument("model_path", metavar="RUN_DIR|MODEL.keras")
+@_CONFIG_OPTION
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
+              show_default=True, help="Which part of the run's data to evaluate on.")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Another copy of the dataset (.npz or IDX folder) instead of the run's.")
+@click.option("--out", "output_folder", type=click.Path(file_okay=False),
+              help="Folder for evaluation.json and confusion_matrix.png (default: the run "
+                   "directory, or the model file's folder).")
+@click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False),
+              metavar="FILE", help="Also save every sample's prediction as CSV (index, true, "
+                                   "predicted, probability, top 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_BACKEND_OPTION
+def evaluate(model_path, config_path, split, data_path, output_folder, predictions_path,
+             as_json, backend) -> None:
+    """Measure a trained model: loss, accuracy, per-digit precision/recall/F1, confusion matrix.
+
+    Reloads the data the run used (from its config.yaml) and writes evaluation.json and
+    confusion_matrix.png into the run directory (evaluation-val.json ... for --split val).
+    On the run's own test set the numbers are checked against the training's metrics.json.
+
+    \b
+    Example:
+      mnist evaluate outputs/keras-784-500-10-20250101-120000
+      mnist evaluate outputs/my-run --split val --predictions val-predictions.csv
+      mnist evaluate saved/model.keras --config configs/keras-784-500-10.yaml --data mnist.npz
+    """
+    source = _locate_and_activate(model_path, config_path, backend)
+    from mnist_cli.inspection import evaluate_model, format_evaluation
+    from mnist_cli.runs import json_text
+
+    evaluation = evaluate_model(source, split, data_path, output_folder, predictions_path)
+    if as_json:
+        click.echo(json_text(evaluation.report))
+        return
+    click.echo(format_evaluation(evaluation.report))
+    click.echo("")
+    click.echo("Wrote " + ", ".join(str(path) for path in evaluation.written))
+
+
+@cli.command("show-errors")
+@click.argument("model_path", metavar="RUN_DIR|MODEL.keras")
+@_CONFIG_OPTION
+@click.option("--limit", type=click.IntRange(min=1), default=30, show_default=True,
+              help="How many digits to draw (errors.csv lists them all).")
+@click.option("--per-row", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Digits per row of the grid.")
+@click.option("--sort", type=click.Choice(["index", "confidence"]), default="index",
+              show_default=True,
+              help="index: test-set order; confidence: most confidently wrong first.")
+@click.option("--true", "true_digit", type=click.IntRange(0, 9), metavar="D",
+              help="Only digits whose true label is D.")
+@click.option("--pred", "predicted_digit", type=click.IntRange(0, 9), metavar="D",
+              help="Only digits the model took for D.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="The PNG to write; errors.csv goes beside it with the same name "
+                   "(default: errors.png in the run directory, or errors-true4-pred9.png ... "
+                   "for a filtered view).")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Another copy of the dataset (.npz or IDX folder) instead of the run's.")
+@_BACKEND_OPTION
+def show_errors(model_path, config_path, limit, per_row, sort, true_digit, predicted_digit,
+                out, data_path, backend) -> None:
+    """Draw the misclassified test digits of a run, captioned true → predicted (probability).
+
+    Also writes a CSV of every selected error: index in the test set, true and predicted
+    digit, probability of the prediction and of the true digit, and the top 3.
+
+    \b
+    Example:
+      mnist show-errors outputs/keras-784-500-10-20250101-120000
+      mnist show-errors outputs/my-run --sort confidence --limit 20
+      mnist show-errors outputs/my-run --true 4 --pred 9 --out fours-as-nines.png
+    """
+    source = _locate_and_activate(model_path, config_path, backend)
+    from mnist_cli.inspection import show_errors as find_and_draw_errors
+
+    result = find_and_draw_errors(source, limit, per_row, sort, true_digit, predicted_digit,
+                                  out, data_path)
+    if result.selected == 0:
+        if result.total_errors == 0:
+            click.echo("No misclassified test digits: the model classifies every one correctly.")
+        else:
+            click.echo(f"No misclassified test digits match the filter "
+                       f"({result.total_errors} errors in all); nothing written.")
+        return
+    click.echo(f"{result.selected} misclassified test digits selected "
+               f"({result.total_errors} errors in all); {result.shown} drawn.")
+    click.echo(f"Wrote {result.picture} and {result.table}")
+
+
+@cli.command()
+@click.argument("model_path", metavar="RUN_DIR|MODEL.keras")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@_CONFIG_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+@click.option("--save-preprocessed", type=click.Path(file_okay=False), metavar="DIR",
+              help="Save the 28x28 image actually fed to the network for each input, as "
+                   "DIR/<name>-preprocessed.png.")
+@_BACKEND_OPTION
+def predict(model_path, images, config_path, as_json, save_preprocessed, backend) -> None:
+    """Classify your own digit images (PNG, JPEG, ...; any size; dark on light or light on dark).
+
+    Each image is prepared the way MNIST was made (grey levels, ink made light on black,
+    cropped, fitted into 20x20, centred by centre of mass in 28x28), then with the run's own
+    preprocessing (scaling, binarizing). Prints the 3 most probable digits per image. An
+    image that cannot be read is reported and the others are still classified; the exit
+    code is then 1.
+
+    \b
+    Example:
+      mnist predict outputs/keras-784-500-10-20250101-120000 my-digit.png
+      mnist predict outputs/my-run photos/*.jpg --json
+      mnist predict outputs/my-run seven.png --save-preprocessed preprocessed/
+    """
+    source = _locate_and_activate(model_path, config_path, backend)
+    from mnist_cli.inspection import format_prediction, predict_images
+
+    results = predict_images(source, images, save_preprocessed)
+    failures = [result for result in results if result.error is not None]
+    if as_json:
+        import json
+
+        click.echo(json.dumps([result.to_dict() for result in results], indent=2))
+    else:
+        width = max(len(str(result.image)) for result in results)
+        for result in results:
+            if result.error is None:
+                click.echo(format_prediction(result, width))
+    for result in failures:
+        click.echo(f"Error: {result.error}", err=True)
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("output_root", default="outputs", type=click.Path())
+@click.option("--sort", type=click.Choice(["date", "accuracy"]), default="date",
+              show_default=True, help="date: oldest first; accuracy: best test accuracy first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def runs(output_root, sort, as_json) -> None:
+    """List the runs under an output root: layers, optimizer, epochs, test accuracy, time.
+
+    Runs still training or interrupted are listed with what is missing; folders that are
+    not runs are counted and skipped.
+
+    \b
+    Example:
+      mnist runs
+      mnist runs outputs --sort accuracy
+    """
+    from mnist_cli.catalog import find_runs, format_runs_table, sort_runs
+
+    found, skipped = find_runs(output_root)
+    found = sort_runs(found, sort)
+    if as_json:
+        import json
+
+        click.echo(json.dumps([run.to_dict() for run in found], indent=2))
+        return
+    if not found:
+        click.echo(f"No runs in {output_root}.")
+    else:
+        click.echo(format_runs_table(found))
+    if skipped:
+        names = ", ".join(path.name for path in skipped[:5]) + (", ..." if len(skipped) > 5
+                                                                else "")
+        click.echo(f"({len(skipped)} folder{'s' if len(skipped) != 1 else ''} without "
+                   f"config.yaml skipped: {names})")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(), metavar="RUN_DIR...")
+@click.option("--out", default="comparison.png", show_default=True,
+              type=click.Path(dir_okay=False), help="The PNG to write.")
+def compare(run_dirs, out) -> None:
+    """Draw the learning curves of several runs in one picture (loss and accuracy, training
+    and validation, one colour per run).
+
+    \b
+    Example:
+      mnist compare outputs/keras-784-500-10-20250101-120000 outputs/quickstart-20250101-130000
+      mnist compare outputs/* --out all-runs.png
+    """
+    from mnist_cli.catalog import compare_runs, format_runs_table
+
+    summaries = compare_runs(list(run_dirs), out)
+    click.echo(format_runs_table(summaries))
+    click.echo(f"Wrote {out}")
+
+
 def main() -> None:
     cli(prog_name="mnist")
 

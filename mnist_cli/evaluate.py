@@ -76,3 +76,86 @@ def classification_metrics(labels: np.ndarray, outputs: np.ndarray) -> dict[str,
 def misclassified(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     """Positions of the wrongly classified samples, in their original order."""
     return np.flatnonzero(np.argmax(outputs, axis=-1) != np.asarray(labels))
+
+
+def per_class_report(labels: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+    """Precision, recall, F1 and support per digit, with their macro and weighted averages.
+
+    scikit-learn computes them (`precision_recall_fscore_support`). A digit that the model
+    never predicts has no defined precision: it is reported as None (null in JSON) rather
+    than as a 0 that would read like a measured value, and the averages leave it out.
+    """
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = np.asarray(labels, dtype=np.int64)
+    predicted = np.argmax(outputs, axis=-1)
+    digits = list(range(NUM_CLASSES))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=digits, zero_division=np.nan
+    )
+    report: dict[str, Any] = {
+        "per_class": {
+            str(digit): {
+                "precision": _number_or_none(precision[digit]),
+                "recall": _number_or_none(recall[digit]),
+                "f1": _number_or_none(f1[digit]),
+                "support": int(support[digit]),
+            }
+            for digit in digits
+        }
+    }
+    for average in ("macro", "weighted"):
+        averaged = precision_recall_fscore_support(
+            labels, predicted, labels=digits, average=average, zero_division=np.nan
+        )
+        report[f"{average}_average"] = {
+            "precision": _number_or_none(averaged[0]),
+            "recall": _number_or_none(averaged[1]),
+            "f1": _number_or_none(averaged[2]),
+            "support": int(len(labels)),
+        }
+    return report
+
+
+def _number_or_none(value: Any) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def top_predictions(outputs: np.ndarray, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The `count` most probable digits of every row, most probable first, with their
+    probabilities: (digits (N, count), probabilities (N, count)).
+
+    A stable sort keeps the lower digit first on ties, so the order is reproducible.
+    """
+    order = np.argsort(-outputs, axis=-1, kind="stable")[:, :count]
+    return order, np.take_along_axis(outputs, order, axis=-1)
+
+
+def select_errors(
+    labels: np.ndarray,
+    outputs: np.ndarray,
+    true_digit: int | None = None,
+    predicted_digit: int | None = None,
+    sort: str = "index",
+) -> np.ndarray:
+    """Positions of the misclassified rows, optionally only those of one true and/or
+    predicted digit, in dataset order (`sort="index"`) or most confidently wrong first
+    (`sort="confidence"`: highest probability given to the wrong digit; ties keep their
+    dataset order). The most confident mistakes are the interesting ones: a low-probability
+    error is a coin toss, a 0.99 error is a digit the network is sure it knows.
+    """
+    labels = np.asarray(labels)
+    predicted = np.argmax(outputs, axis=-1)
+    wrong = predicted != labels
+    if true_digit is not None:
+        wrong &= labels == true_digit
+    if predicted_digit is not None:
+        wrong &= predicted == predicted_digit
+    positions = np.flatnonzero(wrong)
+    if sort == "confidence":
+        confidence = outputs[positions, predicted[positions]]
+        positions = positions[np.argsort(-confidence, kind="stable")]
+    elif sort != "index":
+        raise ValueError(f"sort must be 'index' or 'confidence' (got {sort!r})")
+    return positions

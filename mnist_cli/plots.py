@@ -45,23 +45,152 @@ def digit_grid_figure(
     captions: Sequence[str],
     per_row: int = 10,
     title: str = "",
+    footnotes: Sequence[str] | None = None,
+    note: str = "",
 ) -> Figure:
-    """A grid of 28x28 digits (light on dark, as MNIST stores them) with a caption each."""
+    """A grid of 28x28 digits with a caption above each and an optional footnote below.
+
+    Digits are drawn dark on white (ink on paper reads better than MNIST's light-on-black),
+    each in a thin grey frame so that the 28x28 field, and so how far off-centre or how
+    small a digit is, stays visible. With no images the figure still carries the title, so
+    a caller can always save it. `note` (how to read the captions) goes under the grid in
+    small type; title and note are wrapped to the figure's width, so a grid of two digits
+    does not cut them off.
+    """
+    import textwrap
+
     count = len(images)
     columns = max(1, min(per_row, count))
     rows = max(1, -(-count // columns))
-    figure = Figure(figsize=(1.25 * columns, 1.45 * rows + 0.6), layout="constrained")
+    row_height = 1.6 if footnotes is not None else 1.45
+    width = max(1.25 * columns, 4.0)
+    # About 12 characters of 11-point text per inch, 15 of 8-point text.
+    title = "\n".join(textwrap.fill(line, int(width * 12)) for line in title.splitlines())
+    note = textwrap.fill(note, int(width * 15)) if note else ""
+    text_lines = (title.count("\n") + 1 if title else 0) + (note.count("\n") + 1 if note else 0)
+    figure = Figure(figsize=(width, row_height * rows + 0.25 * text_lines + 0.3),
+                    layout="constrained")
     axes_grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-    for axes in axes_grid:
-        axes.set_axis_off()
-    for axes, image, caption in zip(axes_grid, images, captions):
+    for position, axes in enumerate(axes_grid):
+        if position >= count:
+            axes.set_axis_off()
+            continue
+        axes.set_xticks([])
+        axes.set_yticks([])
+        for spine in axes.spines.values():
+            spine.set_color("0.75")
+    for position, (axes, image, caption) in enumerate(zip(axes_grid, images, captions)):
         pixels = np.asarray(image, dtype=np.float32).reshape(28, 28)
         axes.imshow(pixels, cmap="gray_r", vmin=0.0, vmax=max(1.0, float(pixels.max())))
-        axes.set_title(caption, fontsize=8)
+        axes.set_title(caption, fontsize=9)
+        if footnotes is not None and position < len(footnotes):
+            axes.set_xlabel(footnotes[position], fontsize=7, color="0.35", labelpad=2)
     if title:
-        figure.suptitle(title)
+        figure.suptitle(title, fontsize=11)
+    if note:
+        figure.supxlabel(note, fontsize=8, color="0.3")
     return figure
 
 
 def error_caption(true_label: int, predicted_label: int, probability: float) -> str:
     return f"{true_label} → {predicted_label} ({probability:.2f})"
+
+
+def confusion_matrix_figure(matrix: Sequence[Sequence[int]], title: str) -> Figure:
+    """The confusion matrix with its counts written in every cell.
+
+    The diagonal (correct answers, thousands) and the errors (mostly single digits) differ by
+    three orders of magnitude: on one colour scale every error cell would look empty. So the
+    errors get their own red scale and the diagonal is drawn in a neutral blue with its count
+    and the digit's recall; the eye goes to the red cells, which are the mistakes. Zero cells
+    are left blank so the few confusions that matter stand out.
+    """
+    from matplotlib.colors import Normalize
+
+    counts = np.asarray(matrix, dtype=np.int64)
+    classes = counts.shape[0]
+    off_diagonal = counts.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    error_maximum = max(1, int(off_diagonal.max()))
+    figure = Figure(figsize=(7.6, 6.6), layout="constrained")
+    axes = figure.subplots()
+    errors_only = np.ma.masked_where(off_diagonal == 0, off_diagonal)
+    image = axes.imshow(errors_only, cmap="Reds", norm=Normalize(0, error_maximum))
+    diagonal = np.ma.masked_where(~np.eye(classes, dtype=bool), np.ones_like(counts))
+    axes.imshow(diagonal, cmap="Blues", vmin=0, vmax=4, alpha=1.0)
+    row_totals = counts.sum(axis=1)
+    for true_digit in range(classes):
+        for predicted_digit in range(classes):
+            value = int(counts[true_digit, predicted_digit])
+            if true_digit == predicted_digit:
+                recall = value / row_totals[true_digit] if row_totals[true_digit] else 0.0
+                axes.text(predicted_digit, true_digit, f"{value}\n{recall:.1%}", ha="center",
+                          va="center", fontsize=8, fontweight="bold", color="#08306b")
+            elif value:
+                dark = value > 0.55 * error_maximum
+                axes.text(predicted_digit, true_digit, str(value), ha="center", va="center",
+                          fontsize=9, color="white" if dark else "black")
+    axes.set_xticks(range(classes))
+    axes.set_yticks(range(classes))
+    axes.set_xticks(np.arange(-0.5, classes, 1), minor=True)
+    axes.set_yticks(np.arange(-0.5, classes, 1), minor=True)
+    axes.grid(which="minor", color="0.85", linewidth=0.6)
+    axes.tick_params(which="minor", length=0)
+    axes.set_xlabel("predicted digit")
+    axes.set_ylabel("true digit")
+    axes.xaxis.set_label_position("top")
+    axes.xaxis.tick_top()
+    colorbar = figure.colorbar(image, ax=axes, shrink=0.8)
+    colorbar.set_label("misclassified test digits (off the diagonal)")
+    axes.set_title(title, fontsize=11)
+    return figure
+
+
+_COMPARISON_METRICS = (
+    ("loss", "Training loss", "loss"),
+    ("val_loss", "Validation loss", "loss"),
+    ("accuracy", "Training accuracy", "accuracy"),
+    ("val_accuracy", "Validation accuracy", "accuracy"),
+)
+
+
+def comparison_figure(
+    histories: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: str
+) -> Figure:
+    """Learning curves of several runs: one colour per run, one panel per metric.
+
+    Four panels (training and validation, loss and accuracy) rather than two crowded ones:
+    with five runs, solid and dashed lines of ten colours in one axes cannot be told apart.
+    Loss panels use a log scale when the values span more than a factor of 20, since a
+    good run's training loss falls by orders of magnitude and would flatten the others.
+    """
+    figure = Figure(figsize=(11, 7.5), layout="constrained")
+    axes_grid = figure.subplots(2, 2, sharex=True)
+    colours = matplotlib.colormaps["tab10"]
+    for axes, (key, panel_title, y_label) in zip(axes_grid.ravel(), _COMPARISON_METRICS):
+        plotted: list[float] = []
+        for number, (label, history) in enumerate(histories):
+            points = [(int(row["epoch"]), row.get(key)) for row in history
+                      if row.get(key) is not None]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            plotted.extend(ys)
+            axes.plot(xs, ys, "-o", markersize=2.5, linewidth=1.5, color=colours(number % 10),
+                      label=label)
+        axes.set_title(panel_title)
+        axes.set_ylabel(y_label)
+        axes.grid(alpha=0.3)
+        if not plotted:
+            axes.text(0.5, 0.5, "not recorded\n(no validation set)", ha="center", va="center",
+                      transform=axes.transAxes, color="0.4")
+        elif key.endswith("loss") and min(plotted) > 0 and max(plotted) / min(plotted) > 20:
+            axes.set_yscale("log")
+    for axes in axes_grid[1]:
+        axes.set_xlabel("epoch")
+    handles, labels = axes_grid[0][0].get_legend_handles_labels()
+    if handles:
+        figure.legend(handles, labels, loc="outside lower center",
+                      ncols=min(3, len(handles)), fontsize=9)
+    figure.suptitle(title)
+    return figure

@@ -27,7 +27,6 @@ from mnist_cli.data import PreparedData, prepare
 from mnist_cli.evaluate import (
     classification_metrics,
     loss_from_probabilities,
-    misclassified,
     one_hot,
     predict_probabilities,
 )
@@ -268,15 +267,7 @@ def test_metrics(model: keras.Model, config: Config,
 
 def write_error_grid(path: Path, data: PreparedData, outputs: np.ndarray, name: str,
                      limit: int = ERROR_GRID_LIMIT) -> None:
-    wrong = misclassified(data.y_test, outputs)
-    shown = wrong[:limit]
-    predicted = np.argmax(outputs, axis=-1)
-    captions = [
-        plots.error_caption(int(data.y_test[i]), int(predicted[i]), float(outputs[i].max()))
-        for i in shown
-    ]
-    title = (f"{name}: {len(wrong)} misclassified test digits"
-             + (f" (first {len(shown)})" if len(wrong) > len(shown) else "")
-             + " - true → predicted (probability)")
-    images = data.x_test[shown].reshape(-1, 28, 28) if len(shown) else np.zeros((0, 28, 28))
-    save_with(path, plots.digit_grid_figure(images, captions, title=title).savefig)
+    """errors.png: drawn by the function `mnist show-errors` uses, so both look alike."""
+    from mnist_cli.inspection import write_error_grid as draw_error_grid
+
+    draw_error_grid(path, data.x_test, data.y_test, outputs, data.test_index, name, limit=limit)

@@ -1,0 +1,225 @@
+"""The runs found under an output root (`mnist runs`) and their curves side by side
+(`mnist compare`).
+
+Only the small text files of a run are read (config.yaml, metrics.json, history.csv), never
+the model, so listing a hundred runs takes no Keras and no time. A folder that is not a
+complete run (training still going, interrupted, a stray folder, a damaged file) is listed
+with what is wrong with it or counted as skipped: a listing never fails because of one bad
+folder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from mnist_cli.config import Config, load_config
+from mnist_cli.errors import MnistCliError, RunDirError
+from mnist_cli.runs import RunDir, open_run_dir, read_history, read_json, save_with
+
+SORT_KEYS = ("date", "accuracy")
+
+# create_run_dir names a run <name>-YYYYmmdd-HHMMSS, with -2, -3 ... on a clash.
+_TIMESTAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
+
+
+@dataclass
+class RunSummary:
+    """One row of `mnist runs`: what a run is and how it did."""
+
+    path: Path
+    started: datetime
+    status: str  # "complete", or what is missing or wrong
+    layers: str = "?"
+    optimizer: str = "?"
+    epochs: str = "?"
+    test_accuracy: float | None = None
+    train_seconds: float | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": str(self.path),
+            "started": self.started.isoformat(timespec="seconds"),
+            "status": self.status,
+            "layers": self.layers,
+            "optimizer": self.optimizer,
+            "epochs": self.epochs,
+            "test_accuracy": self.test_accuracy,
+            "train_seconds": self.train_seconds,
+        }
+
+
+def _started(run: RunDir) -> datetime:
+    """When the run started: the timestamp in its folder name (it survives a copy), else
+    the time config.yaml (the first file training writes) was last modified."""
+    match = _TIMESTAMP.search(run.path.name)
+    if match:
+        try:
+            return datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(run.config.stat().st_mtime)
+
+
+def _describe_optimizer(config: Config) -> str:
+    return f"{config.train.optimizer} {config.train.learning_rate:g}"
+
+
+def summarise_run(path: str | Path) -> RunSummary:
+    """Read what a run directory says about itself; problems become the `status`."""
+    run = open_run_dir(path)
+    summary = RunSummary(path=run.path, started=_started(run), status="complete")
+    try:
+        config = load_config(run.config)
+    except MnistCliError as error:
+        summary.status = f"unreadable config.yaml ({error})"
+        return summary
+    summary.layers = "-".join(str(size) for size in config.model.stack())
+    summary.optimizer = _describe_optimizer(config)
+    summary.epochs = str(config.train.epochs)
+    metrics: Any = None
+    if run.metrics.is_file():
+        try:
+            metrics = read_json(run.metrics)
+        except RunDirError:
+            summary.status = "unreadable metrics.json"
+    if isinstance(metrics, dict):
+        accuracy = metrics.get("test_accuracy")
+        seconds = metrics.get("train_seconds")
+        completed = metrics.get("epochs_completed")
+        summary.test_accuracy = float(accuracy) if isinstance(accuracy, (int, float)) else None
+        summary.train_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
+        if isinstance(completed, int) and completed != config.train.epochs:
+            summary.epochs = f"{completed}/{config.train.epochs}"
+        if not run.model.is_file():
+            summary.status = "no model.keras"
+        return summary
+    if summary.complete:
+        summary.status = _incomplete_status(run, config)
+    return summary
+
+
+def _incomplete_status(run: RunDir, config: Config) -> str:
+    """How far a run without metrics.json got: training now, or stopped before the end."""
+    epochs_done = 0
+    if run.history.is_file():
+        try:
+            epochs_done = len(read_history(run.history))
+        except (OSError, ValueError):
+            epochs_done = 0
+    return f"incomplete: {epochs_done}/{config.train.epochs} epochs, no metrics.json"
+
+
+def find_runs(output_root: str | Path) -> tuple[list[RunSummary], list[Path]]:
+    """The run directories directly inside `output_root` (or `output_root` itself when it is
+    one), and the folders skipped because they are not runs (no config.yaml)."""
+    root = Path(output_root)
+    if not root.exists():
+        raise RunDirError(f"{root}: no such folder; train a run first (`mnist train`) or "
+                          "pass the output root it used (`mnist runs DIR`)")
+    if not root.is_dir():
+        raise RunDirError(f"{root}: is a file; pass the folder that holds the runs")
+    if (root / "config.yaml").is_file():
+        return [summarise_run(root)], []
+    runs: list[RunSummary] = []
+    skipped: list[Path] = []
+    for child in sorted(root.iterdir()):
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        if not (child / "config.yaml").is_file():
+            skipped.append(child)
+            continue
+        try:
+            runs.append(summarise_run(child))
+        except (MnistCliError, OSError):
+            skipped.append(child)
+    return runs, skipped
+
+
+def sort_runs(runs: list[RunSummary], key: str = "date") -> list[RunSummary]:
+    """Oldest first by date (the newest ends next to the prompt), or best test accuracy
+    first; runs without an accuracy go last either way."""
+    if key == "date":
+        return sorted(runs, key=lambda run: (run.started, run.path.name))
+    if key == "accuracy":
+        return sorted(runs, key=lambda run: (run.test_accuracy is None,
+                                             -(run.test_accuracy or 0.0), run.path.name))
+    raise RunDirError(f"sort must be one of {', '.join(SORT_KEYS)} (got {key!r})")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, remainder = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {remainder:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_runs_table(runs: list[RunSummary]) -> str:
+    """A plain-text table, columns sized to their contents."""
+    header = ("run", "started", "layers", "optimizer", "epochs", "test acc", "train time",
+              "status")
+    rows = [header] + [
+        (
+            run.path.name,
+            run.started.strftime("%Y-%m-%d %H:%M"),
+            run.layers,
+            run.optimizer,
+            run.epochs,
+            "-" if run.test_accuracy is None else f"{run.test_accuracy:.2%}",
+            _duration(run.train_seconds),
+            "" if run.complete else run.status,
+        )
+        for run in runs
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    right_aligned = {4, 5, 6}
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(width) if column in right_aligned else cell.ljust(width)
+                 for column, (cell, width) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * width for width in widths).rstrip())
+    return "\n".join(lines)
+
+
+def compare_runs(paths: list[str | Path], out: str | Path) -> list[RunSummary]:
+    """Draw the learning curves of several runs into one PNG (atomically) and return their
+    summaries, in the order given. Every run needs a history.csv with at least one epoch."""
+    from mnist_cli import plots
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise RunDirError(f"--out {out}: the picture is a PNG; give a file name ending in .png")
+    histories = []
+    summaries = []
+    for path in paths:
+        summary = summarise_run(path)
+        run = RunDir(summary.path)
+        if not run.history.is_file():
+            raise RunDirError(f"{run.path}: no history.csv: the run has not finished an epoch")
+        try:
+            history = read_history(run.history)
+        except (OSError, ValueError, KeyError) as error:
+            raise RunDirError(f"{run.history}: unreadable ({error})") from None
+        if not history:
+            raise RunDirError(f"{run.history}: no epoch recorded yet")
+        accuracy = ("" if summary.test_accuracy is None
+                    else f", test {summary.test_accuracy:.2%}")
+        histories.append((f"{run.path.name} ({summary.layers}{accuracy})", history))
+        summaries.append(summary)
+    title = f"Learning curves of {len(histories)} run{'s' if len(histories) != 1 else ''}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_with(out, plots.comparison_figure(histories, title).savefig)
+    return summaries
