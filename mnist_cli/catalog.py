@@ -35,6 +35,7 @@ class RunSummary:
     status: str  # "complete", or what is missing or wrong
     layers: str = "?"
     optimizer: str = "?"
+    loss: str = "?"
     epochs: str = "?"
     test_accuracy: float | None = None
     train_seconds: float | None = None
@@ -50,6 +51,7 @@ class RunSummary:
             "status": self.status,
             "layers": self.layers,
             "optimizer": self.optimizer,
+            "loss": self.loss,
             "epochs": self.epochs,
             "test_accuracy": self.test_accuracy,
             "train_seconds": self.train_seconds,
@@ -83,6 +85,7 @@ def summarise_run(path: str | Path) -> RunSummary:
         return summary
     summary.layers = "-".join(str(size) for size in config.model.stack())
     summary.optimizer = _describe_optimizer(config)
+    summary.loss = config.train.loss
     summary.epochs = str(config.train.epochs)
     metrics: Any = None
     if run.metrics.is_file():
@@ -170,6 +173,7 @@ def format_runs_table(runs: list[RunSummary]) -> str:
     """A plain-text table, columns sized to their contents."""
     header = ("run", "started", "layers", "optimizer", "epochs", "test acc", "train time",
               "status")
+    with_status = any(not run.complete for run in runs)
     rows = [header] + [
         (
             run.path.name,
@@ -183,7 +187,9 @@ def format_runs_table(runs: list[RunSummary]) -> str:
         )
         for run in runs
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    if not with_status:
+        rows = [row[:-1] for row in rows]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     right_aligned = {4, 5, 6}
     lines = []
     for row in rows:
@@ -217,7 +223,10 @@ def compare_runs(paths: list[str | Path], out: str | Path) -> list[RunSummary]:
             raise RunDirError(f"{run.history}: no epoch recorded yet")
         accuracy = ("" if summary.test_accuracy is None
                     else f", test {summary.test_accuracy:.2%}")
-        histories.append((f"{run.path.name} ({summary.layers}{accuracy})", history))
+        # Runs trained with different losses (cross-entropy, quadratic) have incomparable
+        # loss curves: the label says which loss each one is.
+        histories.append(
+            (f"{run.path.name} ({summary.layers}, {summary.loss}{accuracy})", history))
         summaries.append(summary)
     title = f"Learning curves of {len(histories)} run{'s' if len(histories) != 1 else ''}"
     out.parent.mkdir(parents=True, exist_ok=True)

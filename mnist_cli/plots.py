@@ -147,8 +147,8 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], title: str) -> Figu
 
 
 _COMPARISON_METRICS = (
-    ("loss", "Training loss", "loss"),
-    ("val_loss", "Validation loss", "loss"),
+    ("loss", "Training loss", "loss (each run's own loss function)"),
+    ("val_loss", "Validation loss", "loss (each run's own loss function)"),
     ("accuracy", "Training accuracy", "accuracy"),
     ("val_accuracy", "Validation accuracy", "accuracy"),
 )
@@ -186,11 +186,16 @@ def comparison_figure(
                       transform=axes.transAxes, color="0.4")
         elif key.endswith("loss") and min(plotted) > 0 and max(plotted) / min(plotted) > 20:
             axes.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
     for axes in axes_grid[1]:
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = axes_grid[0][0].get_legend_handles_labels()
     if handles:
+        # Two columns of long run names fit the 11-inch width; longer ones get one column.
+        columns = 2 if max(len(label) for label in labels) <= 75 else 1
         figure.legend(handles, labels, loc="outside lower center",
-                      ncols=min(3, len(handles)), fontsize=9)
+                      ncols=min(columns, len(handles)), fontsize=9)
     figure.suptitle(title)
     return figure
