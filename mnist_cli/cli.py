@@ -245,8 +245,12 @@ def show_errors(model_path, config_path, limit, per_row, sort, true_digit, predi
 @click.option("--save-preprocessed", type=click.Path(file_okay=False), metavar="DIR",
               help="Save the 28x28 image actually fed to the network for each input, as "
                    "DIR/<name>-preprocessed.png.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also draw each image, its network input and the probability of every "
+                   "digit into a PNG.")
 @_BACKEND_OPTION
-def predict(model_path, images, config_path, as_json, save_preprocessed, backend) -> None:
+def predict(model_path, images, config_path, as_json, save_preprocessed, plot_path,
+            backend) -> None:
     """Classify your own digit images (PNG, JPEG, ...; any size; dark on light or light on dark).
 
     Each image is prepared the way MNIST was made (grey levels, ink made light on black,
@@ -260,7 +264,12 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, backend
       mnist predict outputs/keras-784-500-10-20250101-120000 my-digit.png
       mnist predict outputs/my-run photos/*.jpg --json
       mnist predict outputs/my-run seven.png --save-preprocessed preprocessed/
+      mnist predict outputs/my-run digits/*.png --plot predictions.png
     """
+    from mnist_cli.inspection import require_png
+
+    if plot_path is not None:
+        require_png(plot_path, "--plot")
     source = _locate_and_activate(model_path, config_path, backend)
     from mnist_cli.inspection import format_prediction, predict_images
 
@@ -275,6 +284,12 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, backend
         for result in results:
             if result.error is None:
                 click.echo(format_prediction(result, width))
+    if plot_path is not None and len(failures) < len(results):
+        from mnist_cli.inspection import write_predictions_figure
+
+        written = write_predictions_figure(results, plot_path, source.name)
+        if not as_json:
+            click.echo(f"Wrote {written}")
     for result in failures:
         click.echo(f"Error: {result.error}", err=True)
     if failures:

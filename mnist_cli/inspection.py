@@ -528,6 +528,8 @@ def show_errors(source: ModelSource, limit: int = ERROR_GRID_LIMIT,
     if true_digit is not None and true_digit == predicted_digit:
         raise DataError(f"--true and --pred are both {true_digit}: a digit classified as "
                         "itself is not an error")
+    if out is not None:
+        require_png(out, "--out")
     model = load_model(source.model_path)
     data = load_split(source.config, "test", data_path)
     outputs = model_outputs(model, data.features, source.model_path,
@@ -539,8 +541,6 @@ def show_errors(source: ModelSource, limit: int = ERROR_GRID_LIMIT,
     picture = (Path(out) if out is not None else
                default_errors_path(source.output_folder, limit, sort, true_digit,
                                    predicted_digit))
-    if picture.suffix.lower() != ".png":
-        raise DataError(f"--out {picture}: the picture is a PNG; give a file name ending in .png")
     picture.parent.mkdir(parents=True, exist_ok=True)
     selection = _selection_words(true_digit, predicted_digit)
     shown = write_error_grid(picture, data.features, data.labels, outputs, data.index,
@@ -574,6 +574,8 @@ class ImagePrediction:
     probabilities: list[float] = field(default_factory=list)
     preprocessed: Path | None = None
     error: str | None = None
+    all_probabilities: list[float] = field(default_factory=list, repr=False)
+    network_input: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
@@ -640,6 +642,8 @@ def predict_images(source: ModelSource, image_paths: Sequence[str | Path],
     for row, result in enumerate(readable):
         result.digits = [int(digit) for digit in digits[row]]
         result.probabilities = [float(probability) for probability in probabilities[row]]
+        result.all_probabilities = [float(probability) for probability in outputs[row]]
+        result.network_input = network_input_pixels(features[row])
     if save_preprocessed is not None:
         folder = Path(save_preprocessed)
         try:
@@ -650,13 +654,56 @@ def predict_images(source: ModelSource, image_paths: Sequence[str | Path],
             ) from None
         inputs = {result.image.resolve() for result in results}
         taken: set[str] = set()
-        for row, result in enumerate(readable):
+        for result in readable:
             target = folder / _preprocessed_name(result.image, taken)
             while target.resolve() in inputs:  # never write over an image being classified
                 target = folder / _preprocessed_name(result.image, taken)
-            save_digit_png(network_input_pixels(features[row]), target)
+            save_digit_png(result.network_input, target)
             result.preprocessed = target
     return results
+
+
+def _thumbnail(path: Path, side: int = 160) -> np.ndarray:
+    """The image file as a person sees it (upright, grey), small enough for a figure."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        image.draft("L", (side, side))
+        image = image.convert("L")
+        image.thumbnail((side, side))
+        return np.asarray(image)
+
+
+def require_png(path: str | Path, option: str) -> Path:
+    """`path` if it names a PNG, else a one-line error: checked before any work is done, so
+    a typo in an output name does not cost a model load (or print results then fail)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise DataError(f"{option} {path}: the picture is a PNG; give a file name ending in .png")
+    return path
+
+
+def write_predictions_figure(results: Sequence[ImagePrediction], path: str | Path,
+                             name: str) -> Path:
+    """`mnist predict --plot`: each classified image, its network input and the probability
+    of every digit, saved atomically as a PNG."""
+    from mnist_cli import plots
+
+    path = require_png(path, "--plot")
+    classified = [result for result in results if result.error is None]
+    if not classified:
+        raise ImageError("--plot: no image could be classified, so there is nothing to draw")
+    figure = plots.predictions_figure(
+        [result.image.name for result in classified],
+        [_thumbnail(result.image) for result in classified],
+        [result.network_input for result in classified],
+        [result.all_probabilities for result in classified],
+        f"{name}: what the network saw and what it answered",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_with(path, figure.savefig)
+    return path
 
 
 def format_prediction(result: ImagePrediction, width: int = 0) -> str:

@@ -199,3 +199,53 @@ def comparison_figure(
                       ncols=min(columns, len(handles)), fontsize=9)
     figure.suptitle(title)
     return figure
+
+
+def predictions_figure(
+    names: Sequence[str],
+    originals: Sequence[np.ndarray],
+    network_inputs: Sequence[np.ndarray],
+    probabilities: Sequence[Sequence[float]],
+    title: str,
+) -> Figure:
+    """One row per image: the file as given, the 28x28 input the network received, and the
+    probability of every digit, the predicted one highlighted.
+
+    Seeing the network's input next to the original is what explains a surprising answer:
+    a digit cropped badly, a stroke lost to binarizing, the background taken for ink.
+    """
+    count = len(names)
+    figure = Figure(figsize=(8.0, 1.55 * count + 0.5), layout="constrained")
+    axes_grid = figure.subplots(count, 3, squeeze=False, width_ratios=[1, 1, 2.6])
+    for row, (name, original, network_input, row_probabilities) in enumerate(
+        zip(names, originals, network_inputs, probabilities)
+    ):
+        original_axes, input_axes, bar_axes = axes_grid[row]
+        original_axes.imshow(original, cmap="gray", vmin=0, vmax=255)
+        original_axes.set_title(name if len(name) <= 24 else "…" + name[-23:], fontsize=8)
+        input_axes.imshow(np.asarray(network_input).reshape(28, 28), cmap="gray_r", vmin=0,
+                          vmax=max(1.0, float(np.max(network_input))))
+        input_axes.set_title("network input", fontsize=8)
+        for axes in (original_axes, input_axes):
+            axes.set_xticks([])
+            axes.set_yticks([])
+            for spine in axes.spines.values():
+                spine.set_color("0.75")
+        values = np.asarray(row_probabilities, dtype=np.float64)
+        best = int(np.argmax(values))
+        colours = ["#d0d0d0"] * len(values)
+        colours[best] = "#2171b5"
+        bar_axes.bar(range(len(values)), values, color=colours)
+        bar_axes.set_ylim(0, 1.12)
+        bar_axes.set_xticks(range(len(values)))
+        bar_axes.set_yticks([0, 0.5, 1])
+        bar_axes.tick_params(labelsize=8)
+        bar_axes.set_ylabel("probability", fontsize=8)
+        bar_axes.text(best, values[best] + 0.03, f"{values[best]:.0%}", ha="center",
+                      fontsize=8, color="#08306b")
+        bar_axes.set_title(f"predicted {best}", fontsize=9, fontweight="bold")
+        bar_axes.spines[["top", "right"]].set_visible(False)
+        if row == count - 1:
+            bar_axes.set_xlabel("digit", fontsize=8)
+    figure.suptitle(title, fontsize=11)
+    return figure

@@ -430,6 +430,16 @@ def test_predict_saves_what_the_network_saw(run, user_images, tmp_path):
         assert pixels[0].max() == 0 and pixels[:, 0].max() == 0 and pixels.max() > 200
 
 
+def test_predict_draws_what_it_saw(run, user_images, tmp_path):
+    paths = [image.path for image in user_images[:3]]
+    result = invoke("predict", run, *paths, "--plot", tmp_path / "plot.png")
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "plot.png") as image:
+        assert image.format == "PNG" and image.height > image.width * 0.5
+    assert_one_error_line(invoke("predict", run, paths[0], "--plot", tmp_path / "plot.svg"),
+                          ".png")
+
+
 def test_predict_names_preprocessed_images_apart(run, user_images, tmp_path):
     source = user_images[0].path
     for folder in ("a", "b"):
