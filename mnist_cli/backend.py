@@ -57,14 +57,21 @@ def quiet_native_logs(verbose: bool = False) -> None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
 
 
-def activate_backend(requested: str = "auto", verbose: bool = False) -> str:
+def activate_backend(requested: str = "auto", verbose: bool = False,
+                     deterministic: bool = False) -> str:
     """Set up the environment for `requested` and return the backend's name.
 
     Must run before the first `import keras`; if Keras was already imported with another
     backend (possible only when mnist-cli is used as a library), that is an error.
+    `deterministic` sets what must be set before the backend is imported (XLA's flag for
+    deterministic GPU ops under JAX); `enable_determinism` does the rest after import.
     """
     backend = resolve_backend(requested)
     quiet_native_logs(verbose)
+    if deterministic and backend == "jax":
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_gpu_deterministic_ops" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} {XLA_DETERMINISTIC_FLAG}".strip()
     if "keras" in sys.modules:
         import keras
 
@@ -77,6 +84,32 @@ def activate_backend(requested: str = "auto", verbose: bool = False) -> str:
         return backend
     os.environ["KERAS_BACKEND"] = backend
     return backend
+
+
+XLA_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def enable_determinism(enabled: bool) -> None:
+    """Make the backend use deterministic kernels (`runtime.deterministic`, `--deterministic`).
+
+    Seeds fix the random numbers; they do not fix the order in which a parallel kernel adds
+    up floats, which on a GPU (and in a few TensorFlow CPU kernels) varies from run to run.
+    TensorFlow: `enable_op_determinism()`. torch: `use_deterministic_algorithms(True)`.
+    JAX: XLA on the CPU is deterministic already; on a GPU the XLA flag set by
+    `activate_backend(..., deterministic=True)` before JAX starts. Deterministic kernels can
+    be slower, which is why this is not the default. Call after `activate_backend()`.
+    """
+    if not enabled:
+        return
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True)
 
 
 def seed_everything(seed: int) -> None:

@@ -8,25 +8,55 @@ Library errors (`MnistCliError`) become one `Error: ...` line and their exit cod
 from __future__ import annotations
 
 import errno
+import os
 import sys
 
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import MnistCliError
+from mnist_cli.errors import ConfigError, Interrupted, MnistCliError
+
+# A command sets ctx.meta[SHOW_TRACEBACKS] = True (`mnist train --verbose`) to let an
+# unexpected exception through with its traceback; so does the environment variable.
+SHOW_TRACEBACKS = "mnist_cli.show_tracebacks"
+TRACEBACK_VARIABLE = "MNIST_CLI_TRACEBACK"
 
 
 class _Group(click.Group):
-    """Turns the library's input errors and OS errors into one line and an exit code."""
+    """Turns every failure into one line and an exit code, never a traceback.
+
+    The library's input errors exit with their own code (2 for the config, 1 for files and
+    data), OS errors (disk full, permission denied) with 1, Ctrl-C with 130, and anything
+    else, which would be a bug, with 1 and a hint on how to see the traceback.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Interrupted as error:
+            click.echo(str(error), err=True)
+            ctx.exit(error.exit_code)
         except MnistCliError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(error.exit_code)
         except OSError as error:
             click.echo(f"Error: {_describe_os_error(error)}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(Interrupted.exit_code)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            if ctx.meta.get(SHOW_TRACEBACKS) or os.environ.get(TRACEBACK_VARIABLE):
+                raise
+            text = " ".join(str(error).split())[:300]
+            click.echo(
+                f"Error: unexpected {type(error).__name__}{': ' + text if text else ''} "
+                f"(a bug: please report it; run again with {TRACEBACK_VARIABLE}=1 or "
+                "`mnist train --verbose` to see the traceback)",
+                err=True,
+            )
             ctx.exit(1)
 
 
@@ -72,20 +102,45 @@ def cli() -> None:
               help="Validate the config, print it resolved and the model summary; no training.")
 @click.option("--no-summary", is_flag=True,
               help="With --dry-run: skip the model summary (does not import Keras).")
-@click.option("--verbose", "-v", is_flag=True, help="Show the backend's native log messages.")
+@click.option("--resume", "resume_dir", type=click.Path(), metavar="RUN_DIR",
+              help="Continue a stopped run (Ctrl-C, kill, crash) from its last checkpoint, "
+                   "with its own config.yaml.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Show the backend's native log messages, and tracebacks of unexpected errors.")
 def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine,
-          deterministic, dry_run, no_summary, verbose) -> None:
+          deterministic, dry_run, no_summary, resume_dir, verbose) -> None:
     """Train a network described by a YAML config into a new run directory.
 
     The run directory (outputs/<name>-<timestamp>/ by default) receives config.yaml,
-    model.keras, history.csv, metrics.json, learning_curves.png and errors.png.
+    history.csv and checkpoint.npz after every epoch, then model.keras, learning_curves.png,
+    errors.png and metrics.json. Ctrl-C stops after the current batch, saves, and prints
+    the command that resumes the run.
 
     \b
     Example:
       mnist train --config configs/keras-784-500-10.yaml
       mnist train -c configs/quickstart.yaml --epochs 3 --set train.learning_rate=0.01
       mnist train -c configs/nielsen-784-30-10.yaml --dry-run
+      mnist train --resume outputs/keras-784-500-10-20250101-120000
     """
+    click.get_current_context().meta[SHOW_TRACEBACKS] = verbose
+    if resume_dir is not None:
+        given = [name for name, value in (
+            ("--config", config_path), ("--set", overrides), ("--epochs", epochs),
+            ("--batch-size", batch_size), ("--seed", seed), ("--out", out),
+            ("--backend", backend), ("--engine", engine), ("--deterministic", deterministic),
+            ("--dry-run", dry_run), ("--no-summary", no_summary),
+        ) if value]
+        if given:
+            raise ConfigError(
+                f"--resume continues the run with its own config.yaml: drop {', '.join(given)}"
+            )
+        from mnist_cli.checkpoints import find_resume_point
+
+        resume = find_resume_point(resume_dir)
+        _start_training(resume.config, verbose, resume)
+        return
+
     from mnist_cli.config import load_config
 
     flags = {
@@ -103,13 +158,16 @@ def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine
         if not no_summary:
             _print_summary(config, verbose)
         return
+    _start_training(config, verbose)
 
+
+def _start_training(config, verbose: bool, resume=None) -> None:
     from mnist_cli.backend import activate_backend
 
-    activate_backend(config.runtime.backend, verbose)
+    activate_backend(config.runtime.backend, verbose, config.runtime.deterministic)
     from mnist_cli.train import train as run_training
 
-    run_training(config, echo=click.echo, progress_bar=sys.stdout.isatty())
+    run_training(config, echo=click.echo, progress_bar=sys.stdout.isatty(), resume=resume)
 
 
 def _print_summary(config, verbose: bool) -> None:

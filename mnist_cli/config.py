@@ -11,6 +11,8 @@ This module imports neither Keras nor TensorFlow: validating a config must stay 
 from __future__ import annotations
 
 import math
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +24,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -38,8 +41,39 @@ Activation = Literal[
 OutputActivation = Literal["softmax", "sigmoid", "linear"]
 
 
+def _plain_types(annotation: Any) -> set[Any]:
+    """The classes a field's annotation admits, looking through Annotated, unions, Optional."""
+    arguments = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _plain_types(arguments[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_plain_types(argument) for argument in arguments))
+    return {annotation}
+
+
+def _is_number_field(annotation: Any) -> bool:
+    kinds = _plain_types(annotation) - {type(None)}
+    return bool(kinds) and kinds <= {int, float}
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors; so are infinities, NaN, and true/false given for a number.
+
+    Pydantic would read `epochs: yes` (YAML's true) as 1 and `learning_rate: .inf` as a rate:
+    both are typos a user wants to hear about, not settings.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_false_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            field_info = cls.model_fields.get(info.field_name)
+            if field_info is not None and _is_number_field(field_info.annotation):
+                raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
 
 class Subset(_Strict):
@@ -132,6 +166,17 @@ class ModelConfig(_Strict):
     )
     kernel_initializer: str | Initializer = "glorot_uniform"
     bias_initializer: str | Initializer = "zeros"
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _no_true_false_sizes(cls, layers: Any) -> Any:
+        if isinstance(layers, list):
+            for position, item in enumerate(layers):
+                if isinstance(item, bool):
+                    raise ValueError(
+                        f"item {position} is {str(item).lower()}, not a layer size such as 128"
+                    )
+        return layers
 
     @field_validator("layers")
     @classmethod

@@ -779,3 +779,19 @@ def prepare(config: Config) -> PreparedData:
         test_index=np.arange(len(test_labels), dtype=np.int64),
         source=raw.source,
     )
+
+
+def check_batch_size(config: Config, data: PreparedData) -> None:
+    """Refuse a batch larger than the training set that is left after subset and split.
+
+    Keras would silently train on one short batch per epoch, which is never what the
+    config meant; training (not `prepare`, which evaluation shares) calls this.
+    """
+    batch_size = config.train.batch_size
+    available = len(data.y_train)
+    if batch_size > available:
+        raise ConfigError(
+            f"train.batch_size: {batch_size} is larger than the {available} training samples "
+            f"left after the subset and the validation split; use --batch-size {available} or "
+            "less (or more data)"
+        )

@@ -28,3 +28,10 @@ class RunDirError(MnistCliError):
 
 class ImageError(MnistCliError):
     """An image given to `mnist predict` cannot be read or holds no digit."""
+
+
+class Interrupted(MnistCliError):
+    """Training stopped on Ctrl-C, after saving what it could; the message says where and
+    holds the exact resume command. Exit 130 (128 + SIGINT), the shell's convention."""
+
+    exit_code = 130

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,6 +107,26 @@ def json_text(value: Any, indent: int = 0) -> str:
     return json.dumps(value)
 
 
+def is_temporary(name: str) -> bool:
+    """True for the name of a temporary file made by `atomic_path` (`.<stem>.<random>.tmp<suffix>`):
+    what a process killed in the middle of a save leaves behind."""
+    return name.startswith(".") and ".tmp" in name
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of interrupted saves in `folder`; return them.
+
+    They are never the only copy of anything: the file they were to replace is intact.
+    """
+    removed = []
+    for path in Path(folder).iterdir():
+        if path.is_file() and is_temporary(path.name):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def save_with(path: str | Path, writer: Callable[[Path], None]) -> None:
     """Atomically save through a writer that takes a path (a figure, a Keras model)."""
     with atomic_path(path) as temporary:
@@ -153,6 +174,9 @@ def _timestamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
 def create_run_dir(output_root: str | Path, name: str) -> Path:
     """Make a new, empty `<output_root>/<name>-<timestamp>` folder; never reuse one.
 
@@ -160,8 +184,12 @@ def create_run_dir(output_root: str | Path, name: str) -> Path:
     processes racing) get distinct folders (`-2`, `-3`, ...) and nothing is overwritten.
     """
     root = Path(output_root)
-    if Path(name).name != name or name in {"", ".", ".."}:
-        raise RunDirError(f"run name {name!r} must be a plain folder name")
+    if not _SAFE_NAME.fullmatch(name):
+        # The config checks this too; this guard keeps library callers inside the root.
+        raise RunDirError(
+            f"run name {name!r} must be a plain folder name: letters, digits, '.', '_' and "
+            "'-', not starting with '.'"
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -2,14 +2,28 @@
 
 The flow is one way: config -> data -> model -> fit -> run directory. The run directory is
 written as training goes: `config.yaml` first (so a run can always be re-evaluated or
-resumed), then `history.csv` after every epoch, then the model, the metrics and the figures.
+resumed), then `history.csv` and `checkpoint.npz` after every epoch, then the model, the
+figures and, last, `metrics.json`: a run is finished exactly when it has `metrics.json`
+(the checkpoint is then deleted). `train(..., resume=...)` continues a stopped run.
+
+The engine contract: an engine calls `recorder.epoch_started(epoch)` and
+`recorder.epoch_ended(epoch, logs)` for every epoch from `initial_epoch` on, and stops when
+`epoch_ended` returns True (early stopping or Ctrl-C); before calling `epoch_ended` it has
+written the current weights and optimizer state back into the Keras `model` and
+`model.optimizer` variables, which is what the checkpoint saves. It starts from the
+variables it finds in the model (restored from the checkpoint on a resume), and shuffles
+epoch `e` with `checkpoints.epoch_permutation(seed, e, n)` (or another function of
+`(seed, e)` only) so a resumed run visits the same batches as an uninterrupted one.
 
 Import this module only after `backend.activate_backend()`: it imports Keras.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -20,10 +34,19 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_cli import __version__, plots
-from mnist_cli.backend import keep_tensorflow_unloaded, seed_everything
+from mnist_cli import __version__, interrupt, plots
+from mnist_cli.backend import enable_determinism, keep_tensorflow_unloaded, seed_everything
+from mnist_cli.checkpoints import (
+    Checkpoint,
+    Checkpointer,
+    ResumePoint,
+    data_fingerprint,
+    epoch_permutation,
+    epoch_seed,
+)
 from mnist_cli.config import Config
-from mnist_cli.data import PreparedData, prepare
+from mnist_cli.data import PreparedData, check_batch_size, prepare
+from mnist_cli.errors import Interrupted
 from mnist_cli.evaluate import (
     classification_metrics,
     loss_from_probabilities,
@@ -35,6 +58,7 @@ from mnist_cli.runs import (
     RunDir,
     create_run_dir,
     history_csv_text,
+    remove_temporaries,
     save_with,
     write_json_atomic,
     write_text_atomic,
@@ -56,7 +80,9 @@ class EpochRecorder:
     (checkpoints) registered in `after_epoch`.
 
     Engines call `epoch_started(epoch)` and `epoch_ended(epoch, logs)` with 0-based epochs
-    and Keras-style logs; `epoch_ended` returns True when training must stop.
+    and Keras-style logs; `epoch_ended` returns True when training must stop: early
+    stopping, or a Ctrl-C (`interrupt.stop_requested()`), whose checkpoint the
+    `after_epoch` actions have then already written.
     """
 
     def __init__(self, run: RunDir, config: Config, model: keras.Model,
@@ -75,8 +101,13 @@ class EpochRecorder:
         self.stopped_early = False
         self._epoch_start = time.perf_counter()
 
-    def epoch_started(self, epoch: int) -> None:
-        self._epoch_start = time.perf_counter()
+    def epoch_started(self, epoch: int, elapsed: float = 0.0) -> None:
+        """`elapsed`: seconds the epoch already ran in an earlier process (a partial epoch
+        continued after Ctrl-C), so its row reports the epoch's whole time."""
+        self._epoch_start = time.perf_counter() - elapsed
+
+    def seconds_in_epoch(self) -> float:
+        return time.perf_counter() - self._epoch_start
 
     def epoch_ended(self, epoch: int, logs: dict[str, Any]) -> bool:
         seconds = time.perf_counter() - self._epoch_start
@@ -96,7 +127,7 @@ class EpochRecorder:
         stop = self._early_stopping(row)
         for action in self.after_epoch:
             action(epoch)
-        return stop
+        return stop or interrupt.stop_requested()
 
     def _progress_line(self, row: dict[str, Any]) -> str:
         parts = [f"epoch {row['epoch']}/{self.config.train.epochs}"]
@@ -134,36 +165,137 @@ class EpochRecorder:
             self.model.set_weights(self.best_weights)
 
 
-class _RecorderCallback(keras.callbacks.Callback):
-    """Adapts the `EpochRecorder` to `model.fit`."""
+def reproducible_shuffling() -> bool:
+    """Whether `model.fit` visits epoch `e` in the order `epoch_permutation(seed, e, n)`.
 
-    def __init__(self, recorder: EpochRecorder) -> None:
+    On the JAX backend Keras's array adapter draws each epoch's permutation from NumPy's
+    global generator, which `_RecorderCallback` reseeds from `(seed, epoch)` at every
+    epoch's start. TensorFlow shuffles inside its tf.data pipeline (and torch with its own
+    sampler), with a generator whose position cannot be saved or set per epoch: there a
+    resumed run sees other batches than an uninterrupted one, and an epoch stopped by Ctrl-C
+    is trained again from its start.
+    """
+    return keras.backend.backend() == "jax"
+
+
+class _RecorderCallback(keras.callbacks.Callback):
+    """Adapts the `EpochRecorder` to `model.fit`, and makes `fit` resumable.
+
+    - Shuffling: NumPy's global generator is reseeded with `epoch_seed(seed, epoch)` at each
+      epoch's start, before Keras draws the epoch's permutation from it (JAX backend), so an
+      epoch's order does not depend on how many epochs this process ran before it.
+    - Ctrl-C: after every batch the stop flag is checked; in the middle of an epoch fit
+      stops there and `on_interrupt(epoch, batches_done)` runs (with the Keras variables
+      made current first), and the partial epoch is not recorded as a history row.
+    - A continued partial epoch (`first_batch` > 0): `on_epoch_start` restores its metric
+      accumulators after Keras reset them, and `single_epoch` stops fit after it.
+    """
+
+    def __init__(self, recorder: EpochRecorder, *, seed: int, batches_per_epoch: int,
+                 first_batch: int = 0, carried_seconds: float = 0.0,
+                 on_epoch_start: Callable[[], None] | None = None, single_epoch: bool = False,
+                 on_interrupt: Callable[[int, int], None] | None = None) -> None:
         super().__init__()
         self.recorder = recorder
+        self.seed = seed
+        self.batches_per_epoch = batches_per_epoch
+        self.first_batch = first_batch
+        self.carried_seconds = carried_seconds
+        self.on_epoch_start = on_epoch_start
+        self.single_epoch = single_epoch
+        self.on_interrupt = on_interrupt
+        self.epoch = 0
+        self.interrupted_in_epoch = False
+        self.stopped = False  # training must not go on: early stopping or Ctrl-C
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.recorder.epoch_started(epoch)
+        np.random.seed(epoch_seed(self.seed, epoch))
+        self.epoch = epoch
+        self.recorder.epoch_started(epoch, elapsed=self.carried_seconds)
+        self.carried_seconds = 0.0
+        if self.on_epoch_start is not None:
+            self.on_epoch_start()
+            self.on_epoch_start = None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.interrupted_in_epoch or not interrupt.stop_requested():
+            return
+        batches_done = self.first_batch + batch + 1
+        if batches_done >= self.batches_per_epoch:
+            return  # the epoch ends now anyway; its end saves it and stops
+        self.interrupted_in_epoch = True
+        self.stopped = True
+        self.model.stop_training = True
+        if self.on_interrupt is not None:
+            sync = getattr(self.model, "jax_state_sync", None)  # JAX keeps state aside
+            if sync is not None:
+                sync()
+            self.on_interrupt(self.epoch, batches_done)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.interrupted_in_epoch:
+            return  # a partial epoch is no row of the history
         if self.recorder.epoch_ended(epoch, logs or {}):
+            self.stopped = True
+            self.model.stop_training = True
+        elif self.single_epoch:
             self.model.stop_training = True
 
 
 def fit_with_keras(model: keras.Model, config: Config, data: PreparedData,
-                   recorder: EpochRecorder, initial_epoch: int, progress_bar: bool) -> None:
-    """The reference engine: Keras's own `model.fit`."""
+                   recorder: EpochRecorder, initial_epoch: int, progress_bar: bool, *,
+                   checkpoint: Checkpoint | None = None,
+                   checkpointer: Checkpointer | None = None) -> None:
+    """The reference engine: Keras's own `model.fit`.
+
+    Ctrl-C stops it after the current batch. Where the shuffling is reproducible (JAX,
+    `reproducible_shuffling`) the partly trained epoch is saved through `checkpointer`, and
+    a `checkpoint` holding one is continued from its next batch: the epoch's remaining
+    batches, in the order the uninterrupted epoch used, are fitted first with the epoch's
+    metric accumulators restored, then the remaining epochs as usual. Elsewhere an epoch
+    stopped in its middle is trained again from its start.
+    """
+    x_train, y_train = data.x_train, one_hot(data.y_train)
+    batch_size = config.train.batch_size
+    batches_per_epoch = math.ceil(len(x_train) / batch_size)
     validation = (data.x_val, one_hot(data.y_val)) if len(data.y_val) else None
-    model.fit(
-        data.x_train,
-        one_hot(data.y_train),
-        batch_size=config.train.batch_size,
-        epochs=config.train.epochs,
-        initial_epoch=initial_epoch,
-        validation_data=validation,
-        shuffle=True,
-        callbacks=[_RecorderCallback(recorder)],
-        verbose=1 if progress_bar else 0,
-    )
+    save_partial = checkpointer is not None and reproducible_shuffling()
+
+    def on_interrupt(epoch: int, batches_done: int) -> None:
+        if save_partial:
+            checkpointer.save_partial(epoch, batches_done, recorder.seconds_in_epoch())
+
+    def fit(x: np.ndarray, y: np.ndarray, first_epoch: int, *, shuffle: bool,
+            **callback_options: Any) -> bool:
+        callback = _RecorderCallback(recorder, seed=config.seed,
+                                     batches_per_epoch=batches_per_epoch,
+                                     on_interrupt=on_interrupt, **callback_options)
+        model.fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=config.train.epochs,
+            initial_epoch=first_epoch,
+            validation_data=validation,
+            shuffle=shuffle,
+            callbacks=[callback],
+            verbose=1 if progress_bar else 0,
+        )
+        return callback.stopped
+
+    if checkpoint is not None and checkpoint.batches_done and checkpointer is not None:
+        rest = epoch_permutation(config.seed, initial_epoch, len(x_train))[
+            checkpoint.batches_done * batch_size:]
+        stopped = fit(x_train[rest], y_train[rest], initial_epoch, shuffle=False,
+                      first_batch=checkpoint.batches_done,
+                      carried_seconds=checkpoint.partial_epoch_seconds,
+                      on_epoch_start=lambda: checkpointer.restore_metrics(checkpoint),
+                      single_epoch=True)
+        if stopped:
+            return
+        initial_epoch += 1
+    if initial_epoch < config.train.epochs:
+        fit(x_train, y_train, initial_epoch, shuffle=True)
 
 
 @dataclass
@@ -194,31 +326,92 @@ def resolve_engine(config: Config) -> str:
 
 
 def train(config: Config, *, echo: Callable[[str], None] = print,
-          progress_bar: bool = False) -> TrainResult:
+          progress_bar: bool = False, resume: ResumePoint | None = None) -> TrainResult:
     """Train `config` into a new run directory and return its path and test metrics.
 
-    `progress_bar` shows Keras's per-batch bar (for a terminal); otherwise one line per epoch
-    is passed to `echo`.
+    With `resume` (from `checkpoints.find_resume_point`), continue that stopped run instead,
+    in its own folder, from its checkpoint (or from scratch when it stopped before its first
+    epoch ended); `config` is then the run's own config.yaml. `progress_bar` shows Keras's
+    per-batch bar (for a terminal); otherwise one line per epoch is passed to `echo`.
+
+    Ctrl-C stops training at the next batch or epoch end, and raises `Interrupted` (exit 130)
+    with the resume command once the checkpoint is saved; a second Ctrl-C, or one after
+    training, raises it at once (the last epoch's checkpoint is on disk).
     """
     keep_tensorflow_unloaded()
+    enable_determinism(config.runtime.deterministic)
     seed_everything(config.seed)
     data = prepare(config)
+    check_batch_size(config, data)
     engine = resolve_engine(config)
     resolved = config.model_copy(deep=True)
     resolved.runtime.backend = keras.backend.backend()
     resolved.train.engine = engine
+    checkpoint = resume.checkpoint if resume is not None else None
 
-    run = RunDir(create_run_dir(config.output.root, config.name))
-    write_text_atomic(run.config, resolved.to_yaml())
-    echo(f"Run directory: {run.path}")
+    if resume is None:
+        run = RunDir(create_run_dir(config.output.root, config.name))
+        try:
+            write_text_atomic(run.config, resolved.to_yaml())
+        except BaseException:
+            with contextlib.suppress(OSError):  # still empty: leave no run that is not one
+                run.path.rmdir()
+            raise
+        echo(f"Run directory: {run.path}")
+    else:
+        run = resume.run
+        remove_temporaries(run.path)  # left by a process killed in the middle of a save
+        echo(f"Resuming {run.path} after "
+             + (checkpoint.describe() if checkpoint else "no completed epoch: from the start"))
     echo(f"Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} validation, "
          f"{len(data.y_test)} test")
 
     model = compile_model(build_model(config), config)
     recorder = EpochRecorder(run, resolved, model, echo=None if progress_bar else echo)
-    started = time.perf_counter()
-    fit_with_keras(model, config, data, recorder, initial_epoch=0, progress_bar=progress_bar)
-    train_seconds = time.perf_counter() - started
+    checkpointer = Checkpointer(run, model, recorder, seed=config.seed,
+                                fingerprint=data_fingerprint(data.x_train, data.y_train))
+    if checkpoint is not None:
+        checkpointer.restore(checkpoint)
+    # The history of the checkpoint: drops the row of an epoch whose checkpoint never landed.
+    write_text_atomic(run.history, history_csv_text(recorder.history))
+    recorder.after_epoch.append(checkpointer.save_epoch)
+    initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
+    try:
+        with interrupt.stop_on_sigint():
+            checkpointer.start_clock()
+            if checkpoint is None or not checkpoint.training_done(config):
+                fit_with_keras(model, config, data, recorder, initial_epoch=initial_epoch,
+                               progress_bar=progress_bar, checkpoint=checkpoint,
+                               checkpointer=checkpointer)
+            train_seconds = checkpointer.train_seconds()
+        finished = len(recorder.history) >= config.train.epochs or recorder.stopped_early
+        if interrupt.stop_requested() and not finished:
+            raise _interrupted(run, checkpointer, config)
+        return _finish(run, config, data, model, recorder, engine, train_seconds, checkpointer,
+                       echo)
+    except KeyboardInterrupt:
+        raise _interrupted(run, checkpointer, config) from None
+
+
+def _interrupted(run: RunDir, checkpointer: Checkpointer, config: Config) -> Interrupted:
+    """The message after Ctrl-C: where training stopped, what is saved, how to go on."""
+    saved = checkpointer.last_saved
+    if saved is None:
+        where = "before the first epoch ended (nothing saved but the config)"
+    elif saved[1]:
+        where = f"in epoch {saved[0] + 1} after batch {saved[1]}; saved there"
+    else:
+        where = f"with epochs 1-{saved[0]} of {config.train.epochs} saved"
+    return Interrupted(
+        f"Interrupted {where} in {run.path}.\n"
+        f"Resume with: mnist train --resume {shlex.quote(str(run.path))}"
+    )
+
+
+def _finish(run: RunDir, config: Config, data: PreparedData, model: keras.Model,
+            recorder: EpochRecorder, engine: str, train_seconds: float,
+            checkpointer: Checkpointer, echo: Callable[[str], None]) -> TrainResult:
+    """Write the model, the figures and, last, metrics.json, which marks the run finished."""
     recorder.finish()
     save_with(run.model, model.save)
 
@@ -238,11 +431,12 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
         "data_source": data.source,
         "versions": versions(),
     })
-    write_json_atomic(run.metrics, metrics)
     save_with(run.curves, plots.learning_curves_figure(
         recorder.history, f"{config.name}: {'-'.join(map(str, config.model.stack()))}"
     ).savefig)
     write_error_grid(run.errors, data, outputs, config.name)
+    write_json_atomic(run.metrics, metrics)
+    checkpointer.remove()
     echo(f"Test accuracy: {metrics['test_accuracy']:.4f} "
          f"({metrics['num_errors']} errors in {metrics['num_test']})")
     echo(f"Saved to {run.path}")
