@@ -1,0 +1,60 @@
+"""`mnist` with training slowed down, for the tests that stop or kill it at chosen moments.
+
+Usage: python tests/slow_train.py train -c config.yaml   (any `mnist` arguments)
+
+A tiny network trains an epoch in a few milliseconds, too fast to be caught in the middle
+of an epoch or of a save. Two environment variables stretch those moments, without
+changing what is computed:
+
+- MNIST_TEST_BATCH_DELAY: seconds to sleep after every training batch;
+- MNIST_TEST_SAVE_DELAY: seconds to sleep inside every atomic save, after the temporary
+  file is written and before it is renamed into place (in `os.fsync`); the line
+  `saving <name>` is printed to stderr first, so a test can kill the process mid-save.
+
+The backend is chosen before Keras is imported, as `mnist` itself does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import mnist_cli.runs as runs  # noqa: E402
+import mnist_cli.train as train  # noqa: E402
+from mnist_cli.cli import main  # noqa: E402
+
+BATCH_DELAY = float(os.environ.get("MNIST_TEST_BATCH_DELAY", "0"))
+SAVE_DELAY = float(os.environ.get("MNIST_TEST_SAVE_DELAY", "0"))
+
+if BATCH_DELAY:
+    original_batch_end = train._RecorderCallback.on_train_batch_end
+
+    def slow_batch_end(self, batch, logs=None):
+        time.sleep(BATCH_DELAY)
+        return original_batch_end(self, batch, logs)
+
+    train._RecorderCallback.on_train_batch_end = slow_batch_end
+
+if SAVE_DELAY:
+    original_atomic_path = runs.atomic_path
+    real_fsync = os.fsync
+
+    def slow_fsync(descriptor: int) -> None:
+        try:
+            name = os.path.basename(os.readlink(f"/proc/self/fd/{descriptor}"))
+        except OSError:
+            name = "?"
+        if name.startswith("."):  # a temporary file of an atomic save, not the directory
+            sys.stderr.write(f"saving {name}\n")
+            sys.stderr.flush()
+            time.sleep(SAVE_DELAY)
+        real_fsync(descriptor)
+
+    os.fsync = slow_fsync
+
+if __name__ == "__main__":
+    sys.argv[0] = "mnist"
+    main()
