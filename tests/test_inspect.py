@@ -227,8 +227,11 @@ def test_a_model_that_is_not_a_digit_classifier(run, tmp_path):
 
 
 def test_show_errors_default_view(run, evaluated):
+    drawn_by_training = (run / "errors.png").read_bytes()
     result = invoke("show-errors", run)
     assert result.exit_code == 0, result.output
+    # The same function, the same model, the same digits: the very picture training drew.
+    assert (run / "errors.png").read_bytes() == drawn_by_training
     errors = evaluated["report"]["num_errors"]
     assert f"{errors} misclassified" in result.output
     rows = read_csv(run / "errors.csv")
