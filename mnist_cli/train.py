@@ -363,20 +363,22 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
         remove_temporaries(run.path)  # left by a process killed in the middle of a save
         echo(f"Resuming {run.path} after "
              + (checkpoint.describe() if checkpoint else "no completed epoch: from the start"))
-    echo(f"Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} validation, "
-         f"{len(data.y_test)} test")
-
-    model = compile_model(build_model(config), config)
-    recorder = EpochRecorder(run, resolved, model, echo=None if progress_bar else echo)
-    checkpointer = Checkpointer(run, model, recorder, seed=config.seed,
-                                fingerprint=data_fingerprint(data.x_train, data.y_train))
-    if checkpoint is not None:
-        checkpointer.restore(checkpoint)
-    # The history of the checkpoint: drops the row of an epoch whose checkpoint never landed.
-    write_text_atomic(run.history, history_csv_text(recorder.history))
-    recorder.after_epoch.append(checkpointer.save_epoch)
-    initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
+    # From here on, the run directory exists: Ctrl-C always ends with the resume command.
+    checkpointer: Checkpointer | None = None
+    on_disk = (checkpoint.epochs_done, checkpoint.batches_done) if checkpoint else None
     try:
+        echo(f"Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} validation, "
+             f"{len(data.y_test)} test")
+        model = compile_model(build_model(config), config)
+        recorder = EpochRecorder(run, resolved, model, echo=None if progress_bar else echo)
+        checkpointer = Checkpointer(run, model, recorder, seed=config.seed,
+                                    fingerprint=data_fingerprint(data.x_train, data.y_train))
+        if checkpoint is not None:
+            checkpointer.restore(checkpoint)
+        # The checkpoint's history: drops the row of an epoch whose checkpoint never landed.
+        write_text_atomic(run.history, history_csv_text(recorder.history))
+        recorder.after_epoch.append(checkpointer.save_epoch)
+        initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
         with interrupt.stop_on_sigint():
             checkpointer.start_clock()
             if checkpoint is None or not checkpoint.training_done(config):
@@ -386,16 +388,17 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
             train_seconds = checkpointer.train_seconds()
         finished = len(recorder.history) >= config.train.epochs or recorder.stopped_early
         if interrupt.stop_requested() and not finished:
-            raise _interrupted(run, checkpointer, config)
+            raise _interrupted(run, checkpointer.last_saved, config)
         return _finish(run, config, data, model, recorder, engine, train_seconds, checkpointer,
                        echo)
     except KeyboardInterrupt:
-        raise _interrupted(run, checkpointer, config) from None
+        saved = checkpointer.last_saved if checkpointer is not None else None
+        raise _interrupted(run, saved or on_disk, config) from None
 
 
-def _interrupted(run: RunDir, checkpointer: Checkpointer, config: Config) -> Interrupted:
-    """The message after Ctrl-C: where training stopped, what is saved, how to go on."""
-    saved = checkpointer.last_saved
+def _interrupted(run: RunDir, saved: tuple[int, int] | None, config: Config) -> Interrupted:
+    """The message after Ctrl-C: where training stopped, what is saved (`saved`: epochs and
+    batches of the checkpoint on disk), how to go on."""
     if saved is None:
         where = "before the first epoch ended (nothing saved but the config)"
     elif saved[1]:

@@ -21,8 +21,8 @@ import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import mnist_cli.runs as runs  # noqa: E402
 import mnist_cli.train as train  # noqa: E402
 from mnist_cli.cli import main  # noqa: E402
 
@@ -39,7 +39,6 @@ if BATCH_DELAY:
     train._RecorderCallback.on_train_batch_end = slow_batch_end
 
 if SAVE_DELAY:
-    original_atomic_path = runs.atomic_path
     real_fsync = os.fsync
 
     def slow_fsync(descriptor: int) -> None:

@@ -1,0 +1,113 @@
+"""The pieces of resuming that need no training: the Ctrl-C handler, the checkpoint file, the
+per-epoch shuffling seeds and the checks `--resume` makes before Keras is imported."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_cli import interrupt
+from mnist_cli.checkpoints import (
+    CHECKPOINT_FILE,
+    Checkpoint,
+    epoch_permutation,
+    epoch_seed,
+    find_resume_point,
+    read_checkpoint,
+    write_checkpoint,
+)
+from mnist_cli.config import Config
+from mnist_cli.errors import RunDirError
+from mnist_cli.runs import remove_temporaries
+
+
+def test_first_ctrl_c_asks_to_stop_second_one_quits():
+    before = signal.getsignal(signal.SIGINT)
+    with interrupt.stop_on_sigint(notice=""):
+        assert not interrupt.stop_requested()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert interrupt.stop_requested()  # no exception: training stops at its next batch
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def _checkpoint(**changes) -> Checkpoint:
+    values = dict(
+        epochs_done=2,
+        history=[{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}],
+        model_variables=[np.arange(6, dtype=np.float32).reshape(2, 3), np.array([7], np.uint32)],
+        optimizer_variables=[np.array(10, np.int64), np.ones(3, np.float32)],
+        seed=4,
+        data_fingerprint="abc",
+        batches_done=5,
+        metric_variables=[np.array(1.5, np.float32)],
+        early_stopping={"best_value": float("nan"), "best_epoch": 2, "stopped_early": False},
+        best_weights=[np.zeros((2, 3), np.float32)],
+    )
+    values.update(changes)
+    return Checkpoint(**values)
+
+
+def test_checkpoint_round_trip(tmp_path: Path):
+    path = tmp_path / CHECKPOINT_FILE
+    original = _checkpoint()
+    write_checkpoint(path, original)
+    loaded = read_checkpoint(path)
+    assert (loaded.epochs_done, loaded.batches_done, loaded.seed) == (2, 5, 4)
+    assert loaded.history == original.history
+    assert np.isnan(loaded.early_stopping["best_value"])
+    for got, expected in ((loaded.model_variables, original.model_variables),
+                          (loaded.optimizer_variables, original.optimizer_variables),
+                          (loaded.metric_variables, original.metric_variables),
+                          (loaded.best_weights, original.best_weights)):
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temporary left
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_a_damaged_checkpoint_is_one_clear_error(tmp_path: Path, damage: str):
+    path = tmp_path / CHECKPOINT_FILE
+    write_checkpoint(path, _checkpoint())
+    contents = path.read_bytes()
+    path.write_bytes({"truncate": contents[: len(contents) // 2], "garbage": b"x" * 100,
+                      "empty": b""}[damage])
+    with pytest.raises(RunDirError, match="the checkpoint is unreadable.*delete it to restart"):
+        read_checkpoint(path)
+
+
+def test_epoch_shuffles_depend_on_seed_and_epoch_only():
+    first = epoch_permutation(3, 5, 100)
+    assert np.array_equal(first, epoch_permutation(3, 5, 100))
+    assert not np.array_equal(first, epoch_permutation(3, 6, 100))
+    assert not np.array_equal(first, epoch_permutation(4, 5, 100))
+    np.random.seed(epoch_seed(3, 5))  # what the fit engine does at the start of epoch 5
+    assert np.array_equal(np.random.permutation(100), first)
+
+
+def _run_dir(tmp_path: Path, **config) -> Path:
+    run = tmp_path / "run-20250101-000000"
+    run.mkdir()
+    (run / "config.yaml").write_text(Config.model_validate(config).to_yaml())
+    return run
+
+
+def test_resume_point_of_a_run_killed_before_its_first_epoch(tmp_path: Path):
+    run = _run_dir(tmp_path, seed=4)
+    (run / ".history.abc123.tmp.csv").write_text("half")
+    point = find_resume_point(run)
+    assert point.checkpoint is None and point.config.seed == 4
+    assert [path.name for path in remove_temporaries(run)] == [".history.abc123.tmp.csv"]
+
+
+def test_resume_refuses_a_checkpoint_that_disagrees_with_config_yaml(tmp_path: Path):
+    run = _run_dir(tmp_path, seed=5, train={"epochs": 10})
+    write_checkpoint(run / CHECKPOINT_FILE, _checkpoint())  # seed 4
+    with pytest.raises(RunDirError, match="saved with seed 4 but .* says seed 5"):
+        find_resume_point(run)
