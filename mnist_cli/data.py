@@ -687,7 +687,9 @@ def preprocess(images: np.ndarray, data: DataConfig) -> np.ndarray:
         if data.scale:
             features /= np.float32(255)
     if data.flatten and features.ndim > 2:
-        features = features.reshape(len(features), -1)
+        # The feature count spelled out: -1 cannot be inferred for zero images (an empty
+        # validation set, `validation_split: 0`).
+        features = features.reshape(len(features), math.prod(features.shape[1:]))
     return features
 
 

@@ -488,6 +488,12 @@ def test_preprocess_binarize_threshold_matches_definition() -> None:
         np.testing.assert_array_equal(as_floats[0], expected)
 
 
+def test_preprocess_of_no_images_keeps_the_feature_count() -> None:
+    """An empty validation set (`validation_split: 0`) flattens to (0, 784), not an error."""
+    features = preprocess(np.zeros((0, 28, 28), dtype=np.uint8), DataConfig(flatten=True))
+    assert features.shape == (0, 784) and features.dtype == np.float32
+
+
 # --------------------------------------------------------------------------------- prepare
 
 
