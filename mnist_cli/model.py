@@ -83,6 +83,22 @@ def build_loss(train: TrainConfig):
     return keras.losses.CategoricalCrossentropy()
 
 
+def per_sample_loss(train: TrainConfig):
+    """The loss of every sample, `(y_true one-hot, y_pred) -> (batch,)`: the very function
+    the `build_loss` object applies before it averages over the batch.
+
+    The fast engines average it themselves (weighted by 0/1 row weights, so that a padded
+    last batch is the mean over its real rows, as `model.fit`'s smaller last batch is), which
+    is why they need the per-sample form: same clipping of probabilities in the
+    cross-entropy, same mean over the outputs in `mse`, same half sum in `quadratic`.
+    """
+    if train.loss == "quadratic":
+        return quadratic_cost
+    if train.loss == "mse":
+        return keras.losses.mean_squared_error
+    return keras.losses.categorical_crossentropy
+
+
 def compile_model(model: keras.Model, config: Config) -> keras.Model:
     """Compile with the config's optimizer and loss; labels are one-hot for every loss."""
     model.compile(

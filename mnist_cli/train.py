@@ -14,6 +14,8 @@ written the current weights and optimizer state back into the Keras `model` and
 variables it finds in the model (restored from the checkpoint on a resume), and shuffles
 epoch `e` with `checkpoints.epoch_permutation(seed, e, n)` (or another function of
 `(seed, e)` only) so a resumed run visits the same batches as an uninterrupted one.
+The engines: `fit_with_keras` below (Keras's `model.fit`, the reference) and the fast ones
+of `mnist_cli.engines` (one compiled program per epoch), chosen by `resolve_engine`.
 
 Import this module only after `backend.activate_backend()`: it imports Keras.
 """
@@ -34,7 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_cli import __version__, interrupt, plots
+from mnist_cli import __version__, engines, interrupt, plots
 from mnist_cli.backend import enable_determinism, keep_tensorflow_unloaded, seed_everything
 from mnist_cli.checkpoints import (
     Checkpoint,
@@ -321,8 +323,25 @@ def versions() -> dict[str, str]:
 
 
 def resolve_engine(config: Config) -> str:
-    """'auto' -> the engine to use on this backend."""
-    return "fit" if config.train.engine == "auto" else config.train.engine
+    """'auto' -> the engine to use on this backend (`engines.resolve_engine`)."""
+    return engines.resolve_engine(config.train.engine, keras.backend.backend())
+
+
+def peak_memory_mib() -> float | None:
+    """The peak resident memory of this process so far, in MiB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in KiB on Linux, in bytes on macOS.
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+FAST_ENGINE_NOTICE = (
+    "\nCtrl-C: stopping at the end of the current epoch and saving a checkpoint "
+    "(press Ctrl-C again to quit at once).\n"
+)
 
 
 def train(config: Config, *, echo: Callable[[str], None] = print,
@@ -339,11 +358,19 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
     training, raises it at once (the last epoch's checkpoint is on disk).
     """
     keep_tensorflow_unloaded()
+    engine = resolve_engine(config)
+    if engine == "fast":
+        from mnist_cli.engines.fast_common import check_resumable
+
+        check_resumable(resume.checkpoint if resume is not None else None)
+        if keras.backend.backend() == "jax":  # before anything compiles
+            from mnist_cli.engines.jax_fast import enable_compile_cache
+
+            enable_compile_cache()
     enable_determinism(config.runtime.deterministic)
     seed_everything(config.seed)
     data = prepare(config)
     check_batch_size(config, data)
-    engine = resolve_engine(config)
     resolved = config.model_copy(deep=True)
     resolved.runtime.backend = keras.backend.backend()
     resolved.train.engine = engine
@@ -370,7 +397,9 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
         echo(f"Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} validation, "
              f"{len(data.y_test)} test")
         model = compile_model(build_model(config), config)
-        recorder = EpochRecorder(run, resolved, model, echo=None if progress_bar else echo)
+        # Keras's progress bar replaces the per-epoch lines only where Keras trains.
+        recorder = EpochRecorder(run, resolved, model,
+                                 echo=None if progress_bar and engine == "fit" else echo)
         checkpointer = Checkpointer(run, model, recorder, seed=config.seed,
                                     fingerprint=data_fingerprint(data.x_train, data.y_train))
         if checkpoint is not None:
@@ -379,12 +408,20 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
         write_text_atomic(run.history, history_csv_text(recorder.history))
         recorder.after_epoch.append(checkpointer.save_epoch)
         initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
-        with interrupt.stop_on_sigint():
+        notice = FAST_ENGINE_NOTICE if engine == "fast" else interrupt.NOTICE
+        with interrupt.stop_on_sigint(notice):
+            # The clock covers the engine's whole work: putting the data on the device,
+            # compiling, the epochs, and the per-epoch history and checkpoint writes.
             checkpointer.start_clock()
             if checkpoint is None or not checkpoint.training_done(config):
-                fit_with_keras(model, config, data, recorder, initial_epoch=initial_epoch,
-                               progress_bar=progress_bar, checkpoint=checkpoint,
-                               checkpointer=checkpointer)
+                if engine == "fast":
+                    from mnist_cli.engines.fast_common import train_fast
+
+                    train_fast(model, config, data, recorder, initial_epoch)
+                else:
+                    fit_with_keras(model, config, data, recorder, initial_epoch=initial_epoch,
+                                   progress_bar=progress_bar, checkpoint=checkpoint,
+                                   checkpointer=checkpointer)
             train_seconds = checkpointer.train_seconds()
         finished = len(recorder.history) >= config.train.epochs or recorder.stopped_early
         if interrupt.stop_requested() and not finished:
@@ -431,6 +468,7 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: keras.Model,
         "num_validation": int(len(data.y_val)),
         "seed": config.seed,
         "engine": engine,
+        "peak_memory_mib": peak_memory_mib(),
         "data_source": data.source,
         "versions": versions(),
     })

@@ -76,6 +76,16 @@ def make_synthetic_mnist(n_train: int, n_test: int, seed: int = 0) -> dict[str, 
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jax_compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fast engine's JAX compilation cache, for this session only: the tests neither
+    read nor fill the user's own (`~/.cache/mnist-cli/jax`), and the training subprocesses
+    they start share it, so each compiles only what the others have not."""
+    folder = tmp_path_factory.mktemp("jax-cache")
+    os.environ["MNIST_CLI_JAX_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def mnist_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real MNIST when `MNIST_DATA` points at a copy, else 3000/1000 synthetic digits."""

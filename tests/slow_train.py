@@ -6,7 +6,9 @@ A tiny network trains an epoch in a few milliseconds, too fast to be caught in t
 of an epoch or of a save. Two environment variables stretch those moments, without
 changing what is computed:
 
-- MNIST_TEST_BATCH_DELAY: seconds to sleep after every training batch;
+- MNIST_TEST_BATCH_DELAY: seconds to sleep after every training batch (fit engine);
+- MNIST_TEST_EPOCH_DELAY: seconds to sleep inside every epoch of the fast JAX engine, after
+  its compiled program ran and before the epoch ends;
 - MNIST_TEST_SAVE_DELAY: seconds to sleep inside every atomic save, after the temporary
   file is written and before it is renamed into place (in `os.fsync`); the line
   `saving <name>` is printed to stderr first, so a test can kill the process mid-save.
@@ -28,6 +30,7 @@ from mnist_cli.cli import main  # noqa: E402
 
 BATCH_DELAY = float(os.environ.get("MNIST_TEST_BATCH_DELAY", "0"))
 SAVE_DELAY = float(os.environ.get("MNIST_TEST_SAVE_DELAY", "0"))
+EPOCH_DELAY = float(os.environ.get("MNIST_TEST_EPOCH_DELAY", "0"))
 
 if BATCH_DELAY:
     original_batch_end = train._RecorderCallback.on_train_batch_end
@@ -37,6 +40,18 @@ if BATCH_DELAY:
         return original_batch_end(self, batch, logs)
 
     train._RecorderCallback.on_train_batch_end = slow_batch_end
+
+if EPOCH_DELAY:
+    from mnist_cli.engines import jax_fast
+
+    original_run_epoch = jax_fast.JaxEpochs.run_epoch
+
+    def slow_run_epoch(self, order):
+        logs = original_run_epoch(self, order)
+        time.sleep(EPOCH_DELAY)
+        return logs
+
+    jax_fast.JaxEpochs.run_epoch = slow_run_epoch
 
 if SAVE_DELAY:
     real_fsync = os.fsync

@@ -2,10 +2,12 @@
 continues to the very numbers an uninterrupted run of the same seed reaches.
 
 Every run here trains one tiny config (784-32-10 with dropout, 6 epochs of 1800 samples,
-`runtime.deterministic`); the reference is one uninterrupted run in this process. Runs that
-must be stopped from outside run in a subprocess through tests/slow_train.py, which
-stretches batches and saves so that a signal can land inside them; those processes share a
-JAX compilation cache, so each starts in about a second instead of compiling for several.
+`runtime.deterministic`), with the `fit` engine (which can stop and continue inside an
+epoch) or the `fast` one (which stops at epoch ends); the reference is one uninterrupted
+run of the same engine in this process. Runs that must be stopped from outside run in a
+subprocess through tests/slow_train.py, which stretches batches, epochs and saves so that a
+signal can land inside them; those processes share a JAX compilation cache, so each starts
+in about a second instead of compiling for several.
 
 Exact equality after a resume is a property of the JAX backend (see the README); the module
 is skipped on the others.
@@ -49,10 +51,11 @@ CONFIG = {
     "seed": 7,
     "data": {"subset": {"train": 2000, "test": 500}, "validation_split": 0.1},
     "model": {"layers": [784, 32, 10], "dropout": 0.1},
-    "train": {"epochs": EPOCHS, "batch_size": 64},
+    "train": {"epochs": EPOCHS, "batch_size": 64, "engine": "fit"},
     "runtime": {"deterministic": True},
 }
-TIMING = {"seconds", "train_seconds", "samples_per_second"}
+# Measurements of the process, not results of the training.
+TIMING = {"seconds", "train_seconds", "samples_per_second", "peak_memory_mib"}
 SLOW_TRAIN = Path(__file__).with_name("slow_train.py")
 
 
@@ -69,24 +72,43 @@ def only_run(output_root: Path) -> Path:
     return run_dir
 
 
+def write_config(folder: Path, mnist_path: Path, engine: str) -> Path:
+    data = copy.deepcopy(CONFIG)
+    data["data"]["path"] = str(mnist_path)
+    data["train"]["engine"] = engine
+    data["output"] = {"root": str(folder / f"reference-{engine}")}
+    config_path = folder / f"resume-{engine}.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    return config_path
+
+
+def train_reference(folder: Path, config_path: Path, engine: str) -> Path:
+    """The uninterrupted run, in this process."""
+    result = CliRunner().invoke(cli, ["train", "-c", str(config_path)])
+    assert result.exit_code == 0, result.output
+    return only_run(folder / f"reference-{engine}")
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, mnist_path: Path) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("resume")
-    data = copy.deepcopy(CONFIG)
-    data["data"]["path"] = str(mnist_path)
-    data["output"] = {"root": str(folder / "reference")}
-    config_path = folder / "resume.yaml"
-    config_path.write_text(yaml.safe_dump(data))
-    return folder, config_path
+    return folder, write_config(folder, mnist_path, "fit")
 
 
 @pytest.fixture(scope="module")
 def reference(setup: tuple[Path, Path]) -> Path:
-    """The uninterrupted run, in this process."""
-    folder, config_path = setup
-    result = CliRunner().invoke(cli, ["train", "-c", str(config_path)])
-    assert result.exit_code == 0, result.output
-    return only_run(folder / "reference")
+    return train_reference(*setup, "fit")
+
+
+@pytest.fixture(scope="module")
+def fast_setup(setup: tuple[Path, Path], mnist_path: Path) -> tuple[Path, Path]:
+    folder, _ = setup
+    return folder, write_config(folder, mnist_path, "fast")
+
+
+@pytest.fixture(scope="module")
+def fast_reference(fast_setup: tuple[Path, Path]) -> Path:
+    return train_reference(*fast_setup, "fast")
 
 
 class Training:
@@ -95,7 +117,7 @@ class Training:
     count = 0
 
     def __init__(self, arguments: list[str], folder: Path, batch_delay: float = 0.0,
-                 save_delay: float = 0.0) -> None:
+                 save_delay: float = 0.0, epoch_delay: float = 0.0) -> None:
         Training.count += 1
         self.log = folder / f"process-{Training.count}.log"
         environment = dict(
@@ -104,6 +126,7 @@ class Training:
             PYTHONUNBUFFERED="1",
             MNIST_TEST_BATCH_DELAY=str(batch_delay),
             MNIST_TEST_SAVE_DELAY=str(save_delay),
+            MNIST_TEST_EPOCH_DELAY=str(epoch_delay),
             JAX_COMPILATION_CACHE_DIR=str(folder / "jax-cache"),
             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
         )
@@ -248,11 +271,14 @@ def test_kill_9_at_random_points_then_resume(setup, reference):
           "files found and cleaned")
 
 
-def test_stop_at_an_epoch_end_and_a_full_disk_then_resume(setup, reference, monkeypatch):
-    """The epoch-boundary stop (what an engine that cannot stop mid-epoch does), a disk
-    that fills up while a checkpoint is written, and a resume against other data."""
-    folder, config_path = setup
-    output_root = folder / "in-process"
+@pytest.mark.parametrize("engine", ["fit", "fast"])
+def test_stop_at_an_epoch_end_and_a_full_disk_then_resume(engine, request, monkeypatch):
+    """The epoch-boundary stop (Ctrl-C as the fast engine sees it: `request_stop` lands at
+    the end of epoch 2), a disk that fills up while a checkpoint is written, and a resume
+    against other data; the resumed run ends with the uninterrupted run's very numbers."""
+    folder, config_path = request.getfixturevalue("setup" if engine == "fit" else "fast_setup")
+    reference = request.getfixturevalue("reference" if engine == "fit" else "fast_reference")
+    output_root = folder / f"in-process-{engine}"
     runner = CliRunner()
 
     original_save = Checkpointer.save_epoch
@@ -298,3 +324,32 @@ def test_stop_at_an_epoch_end_and_a_full_disk_then_resume(setup, reference, monk
     result = runner.invoke(cli, ["train", "--resume", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert numbers(run_dir) == numbers(reference)
+
+
+def test_fast_engine_ctrl_c_ends_the_epoch_saves_and_resumes_exactly(fast_setup, fast_reference):
+    """A real SIGINT in the middle of a fast-engine epoch, in another process: the epoch
+    runs to its end, its checkpoint is saved, the printed command resumes it, and the run
+    ends with the uninterrupted run's numbers (the dropout masks continue from the saved
+    seed generator state, the batches from `epoch_permutation`)."""
+    folder, config_path = fast_setup
+    training = Training(["-c", str(config_path), "--out", str(folder / "fast-sigint")], folder,
+                        epoch_delay=0.4)
+    assert training.wait_for(r"epoch 2/6")
+    time.sleep(0.2)  # inside epoch 3, which takes 0.4 s
+    training.process.send_signal(signal.SIGINT)
+    assert training.finish() == 130, training.output()
+    output = training.output()
+    assert "Traceback" not in output
+    assert "stopping at the end of the current epoch" in output
+    saved = int(re.search(r"with epochs 1-(\d) of 6 saved", output).group(1))
+    assert saved in (3, 4)  # epoch 3 finished (4 if the signal came late)
+    command = re.search(r"Resume with: (mnist train --resume .+)", output).group(1)
+    run_dir = Path(shlex.split(command)[-1])
+    assert read_checkpoint(run_dir / CHECKPOINT_FILE).epochs_done == saved
+    assert assert_complete(run_dir) == 0
+
+    result = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert result.exit_code == 0, result.output
+    assert f"after epoch {saved}" in result.output
+    assert numbers(run_dir) == numbers(fast_reference)
+    assert numbers(run_dir)[1]["engine"] == "fast"

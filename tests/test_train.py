@@ -104,6 +104,7 @@ def test_metrics_are_consistent(trained):
     assert metrics["seed"] == 0 and metrics["epochs_completed"] == 2
     assert metrics["num_train"] == 1800 and metrics["num_validation"] == 200
     assert metrics["train_seconds"] > 0 and metrics["samples_per_second"] > 0
+    assert metrics["peak_memory_mib"] > 50  # the process's peak resident memory
     assert {"python", "keras", "backend", "backend_version"} <= set(metrics["versions"])
     assert f"{metrics['test_accuracy']:.4f}" in output
 

@@ -1,0 +1,191 @@
+"""What the fast engines share, whatever the backend.
+
+A fast engine turns one epoch into one compiled program. What such a program needs that
+does not depend on the backend lives here:
+
+- `Batches`: every epoch is cut into batches of one shape. The last, smaller batch of
+  `model.fit` becomes a full batch padded with rows of weight 0, and every batch's loss is
+  the weighted mean over its rows divided by the number of real rows: the same loss, the
+  same gradients, the same metrics as fit's smaller batch, for networks whose layers treat
+  each row on its own (Dense, Dropout, Flatten: all this tool builds, `check_layers`), with
+  one compiled step instead of two.
+- `Batches.order`: epoch `e` visits the samples in `checkpoints.epoch_permutation(seed, e,
+  n)`, a function of the seed and the epoch only, so a resumed run visits the batches of an
+  uninterrupted one.
+- `encode_features`: the training features, which `data.preprocess` computes pixel by pixel
+  from uint8 images, go to the device as those uint8 pixels (a quarter of the memory and of
+  the traffic of float32) with the exact float32 feature of each of the 256 pixel values.
+- `live_columns`: the input columns that are not zero in every training sample (see
+  `jax_fast` for why a zero column can be dropped exactly).
+- `train_epochs`: the per-epoch loop of the engine contract (`train.py`).
+
+Import this module only after `backend.activate_backend()`: it imports Keras.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+
+from mnist_cli.checkpoints import Checkpoint, epoch_permutation
+from mnist_cli.config import Config, DataConfig
+from mnist_cli.errors import ConfigError, RunDirError
+
+# Rows checked when the uint8 encoding of the features is verified against the features.
+ENCODING_CHECK_ROWS = 2000
+
+
+class EpochProgram(Protocol):
+    """One backend's compiled epoch, as `train_epochs` drives it."""
+
+    def run_epoch(self, order: np.ndarray) -> dict[str, float]:
+        """Train one epoch visiting the rows in `order` ((batches, batch_size) int32, the
+        padded rows last); return the Keras-style logs: loss, accuracy, and val_loss,
+        val_accuracy when there is a validation set."""
+
+    def write_back(self) -> None:
+        """Make the Keras model's and optimizer's variables hold the current state."""
+
+
+@dataclass(frozen=True)
+class Batches:
+    """An epoch of `count` samples in batches of `batch_size`, the last one padded."""
+
+    count: int
+    batch_size: int
+
+    @property
+    def number(self) -> int:
+        return math.ceil(self.count / self.batch_size)
+
+    @property
+    def padded_count(self) -> int:
+        return self.number * self.batch_size
+
+    def row_weights(self) -> np.ndarray:
+        """(batches, batch_size) float32: 1 for a real row, 0 for a padding row."""
+        return (np.arange(self.padded_count) < self.count).astype(np.float32).reshape(
+            self.number, self.batch_size)
+
+    def order(self, seed: int, epoch: int) -> np.ndarray:
+        """(batches, batch_size) int32: the rows epoch `epoch` visits, batch by batch; the
+        padding rows repeat row 0 (their weight is 0)."""
+        order = np.zeros(self.padded_count, dtype=np.int32)
+        order[: self.count] = epoch_permutation(seed, epoch, self.count)
+        return order.reshape(self.number, self.batch_size)
+
+
+@dataclass(frozen=True)
+class EncodedFeatures:
+    """Features as stored on the device: `values` (uint8 pixels, or the float32 features
+    themselves when they are not a function of a uint8 pixel) and `table`, the float32
+    feature of each pixel value 0..255 (None: the feature is the pixel value itself)."""
+
+    values: np.ndarray
+    table: np.ndarray | None
+
+    @property
+    def compact(self) -> bool:
+        return self.values.dtype == np.uint8
+
+
+def pixel_table(data: DataConfig) -> np.ndarray | None:
+    """The float32 feature `data.preprocess` gives each uint8 pixel value, or None when it is
+    the value itself (binarized pixels are 0/1, unscaled pixels 0..255)."""
+    if data.binarize or not data.scale:
+        return None
+    from mnist_cli.data import preprocess
+
+    return preprocess(np.arange(256, dtype=np.uint8).reshape(1, 256), data).reshape(256)
+
+
+def encode_features(features: np.ndarray, data: DataConfig) -> EncodedFeatures:
+    """`features` (from `data.preprocess`) as uint8 pixels and the table that decodes them
+    exactly; checked on the first rows, and kept as float32 if the check fails (a future
+    preprocessing step that is not pixel-wise)."""
+    table = pixel_table(data)
+    if table is None:
+        pixels = features.astype(np.uint8)
+        decoded = pixels[:ENCODING_CHECK_ROWS].astype(np.float32)
+    else:
+        pixels = np.rint(features * np.float32(255)).astype(np.uint8)
+        decoded = table[pixels[:ENCODING_CHECK_ROWS]]
+    if not np.array_equal(decoded, features[:ENCODING_CHECK_ROWS]):
+        return EncodedFeatures(np.ascontiguousarray(features, dtype=np.float32), None)
+    return EncodedFeatures(pixels, table)
+
+
+def live_columns(encoded: EncodedFeatures) -> np.ndarray | None:
+    """The input columns that are not zero in every training sample (sorted indices), or
+    None when every column is live. Pixel 0 is feature 0 for every preprocessing, and only
+    pixel 0 is (checked), so the uint8 pixels answer for the features."""
+    values = encoded.values
+    if encoded.table is not None and not (encoded.table[0] == 0 and np.all(encoded.table[1:])):
+        values = encoded.table[values]
+    flat = values.reshape(len(values), -1)
+    live = np.flatnonzero(flat.any(axis=0))
+    return None if len(live) == flat.shape[1] else live
+
+
+def check_layers(model: keras.Model) -> None:
+    """The fast engines pad the last batch with rows of weight 0: exact only for layers that
+    treat every row on its own. This tool builds nothing else; a library user's model with,
+    say, BatchNormalization is refused here rather than trained slightly differently."""
+    row_wise = (keras.layers.Dense, keras.layers.Dropout, keras.layers.Flatten,
+                keras.layers.InputLayer)
+    for layer in model.layers:
+        if not isinstance(layer, row_wise):
+            raise ConfigError(
+                f"train.engine: the fast engine trains Dense, Dropout and Flatten layers only, "
+                f"not {type(layer).__name__}; use --engine fit"
+            )
+
+
+def check_resumable(checkpoint: Checkpoint | None) -> None:
+    """The fast engine continues from epoch ends only. A checkpoint saved in the middle of
+    an epoch comes from the fit engine, whose run's config.yaml says `engine: fit`: it was
+    edited since."""
+    if checkpoint is not None and checkpoint.batches_done:
+        raise RunDirError(
+            "the checkpoint was saved in the middle of an epoch by the fit engine, but "
+            "config.yaml now says train.engine: fast; set it back to fit to resume this run"
+        )
+
+
+def train_epochs(program: EpochProgram, recorder: Any, config: Config, initial_epoch: int,
+                 batches: Batches) -> None:
+    """The engine contract: for each epoch from `initial_epoch`, announce it, train it,
+    make the Keras variables current (the checkpoint saves them), record it; stop when the
+    recorder says so (early stopping, Ctrl-C)."""
+    for epoch in range(initial_epoch, config.train.epochs):
+        recorder.epoch_started(epoch)
+        logs = program.run_epoch(batches.order(config.seed, epoch))
+        program.write_back()
+        if recorder.epoch_ended(epoch, logs):
+            return
+
+
+def train_fast(model: keras.Model, config: Config, data: Any, recorder: Any,
+               initial_epoch: int) -> None:
+    """Train `model` (compiled, its optimizer built or not) with the fast engine of the
+    current backend from `initial_epoch` on, following the engine contract."""
+    check_layers(model)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    batches = Batches(len(data.y_train), config.train.batch_size)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        from mnist_cli.engines.jax_fast import JaxEpochs
+
+        program: EpochProgram = JaxEpochs(model, config, data, batches)
+    elif backend == "tensorflow":
+        from mnist_cli.engines.tensorflow_fast import TensorFlowEpochs
+
+        program = TensorFlowEpochs(model, config, data, batches)
+    else:  # resolve_engine refuses this before any run directory exists
+        raise ConfigError(f"train.engine: no fast engine on the {backend} backend")
+    train_epochs(program, recorder, config, initial_epoch, batches)

@@ -1,0 +1,336 @@
+"""The fast engine on JAX: a whole epoch is one `jax.jit` program.
+
+`model.fit` runs one compiled step per batch and returns to Python between them; on a
+small Dense network that overhead is most of the time. Here the epoch is one program: a
+`jax.lax.scan` over the batches, each step calling the model's own layers through Keras's
+stateless API (`Layer.stateless_call`) and the model's own optimizer
+(`Optimizer.stateless_apply`: same update rule, same learning rate variable, same step
+counter), with the per-sample Keras loss (`model.per_sample_loss`). The training data
+lives on the device as uint8 pixels, passed to the program as arguments (closed over, they
+would become constants of the program: three times the compile time). The host only draws
+each epoch's order (`Batches.order`) and reads back four numbers per epoch.
+
+State between epochs is (trainable values, non-trainable values, optimizer values): the
+non-trainable values hold the Dropout layers' seed generator states, so the dropout masks
+come from saved state and a resumed run draws the masks an uninterrupted one draws. After
+every epoch the state is written back into the Keras variables (`write_back`), which is
+what the checkpoint and `model.save` read.
+
+Two exact shortcuts for the first Dense layer, which reads the inputs:
+
+- Its kernel gradient is computed as `x^T @ g` with `x^T` materialised
+  (`input_matmul`): left to itself XLA folds the transpose into a dot that is slower on
+  a CPU.
+- Dead input columns (`live_columns`): a column that is zero in every training sample
+  gives its kernel row a zero gradient in every step. Adam, SGD and RMSprop without weight
+  decay then leave that row, and its optimizer slots, exactly as they are when the slots
+  start at zero (they do, unless the data changed, which resume refuses; checked anyway).
+  So the program trains on the live columns only (110 of 784 are dead in binarized
+  MNIST), and the dead rows are put back, unchanged, into the full kernel for validation
+  and for the Keras variables. Preparing it costs more than one epoch saves, so a
+  one-epoch run does without (`DEAD_COLUMNS_MIN_EPOCHS`).
+
+`enable_compile_cache` turns on JAX's persistent compilation cache, so a second run of
+the same config reads the compiled epoch from disk instead of compiling it again.
+
+Import this module only after `backend.activate_backend()` chose JAX.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from mnist_cli.config import NUM_CLASSES, Config
+from mnist_cli.engines.fast_common import Batches, encode_features, live_columns
+from mnist_cli.model import per_sample_loss
+
+# Dropping dead columns costs ~0.07 s of preparation on a 2-core CPU and saves ~10% of
+# every epoch of the 784-500-10 recipe (~0.05 s): it pays from the second epoch on.
+DEAD_COLUMNS_MIN_EPOCHS = 2
+
+CACHE_VARIABLE = "MNIST_CLI_JAX_CACHE"
+CACHE_OFF = ("", "0", "off", "false", "no", "none")
+# Compiled programs that took less than this are not written to the cache (JAX's default
+# of 1 s would leave out the epoch program itself, ~0.7 s on a 2-core CPU).
+CACHE_MIN_COMPILE_SECONDS = 0.1
+
+
+def compile_cache_folder() -> Path | None:
+    """Where the fast engine keeps compiled programs: `$MNIST_CLI_JAX_CACHE` (off, 0 or
+    empty: no cache), else `$XDG_CACHE_HOME/mnist-cli/jax`, else `~/.cache/mnist-cli/jax`."""
+    chosen = os.environ.get(CACHE_VARIABLE)
+    if chosen is not None:
+        return None if chosen.strip().lower() in CACHE_OFF else Path(chosen).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mnist-cli" / "jax"
+
+
+def enable_compile_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache; return its folder, or None.
+
+    Call before the first compilation of the process. A folder set by the user for JAX
+    itself (`JAX_COMPILATION_CACHE_DIR`) wins unless `MNIST_CLI_JAX_CACHE` is set too. A
+    cache that cannot be created or written is skipped: it only saves time, and training
+    must not fail for it.
+    """
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and CACHE_VARIABLE not in os.environ:
+        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    folder = compile_cache_folder()
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return None
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          CACHE_MIN_COMPILE_SECONDS)
+    except (AttributeError, ValueError):  # a JAX without these options: run uncached
+        return None
+    return folder
+
+
+@jax.custom_vjp
+def input_matmul(inputs: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`inputs @ kernel` for a layer that reads the model's inputs (no gradient needed for
+    them), with the kernel gradient computed from a materialised `inputs^T`."""
+    return inputs @ kernel
+
+
+def _input_matmul_forward(inputs: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return inputs @ kernel, inputs
+
+
+def _input_matmul_backward(inputs: jax.Array,
+                           gradient: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # The barrier keeps XLA from fusing the transpose into the dot (measured ~4% per epoch).
+    return jnp.zeros_like(inputs), jax.lax.optimization_barrier(inputs.T) @ gradient
+
+
+input_matmul.defvjp(_input_matmul_forward, _input_matmul_backward)
+
+
+def plain_dense(layer: Any) -> bool:
+    """A Dense layer whose call is exactly activation(x @ kernel + bias)."""
+    return (isinstance(layer, keras.layers.Dense)
+            and getattr(layer, "quantization_mode", None) is None
+            and not getattr(layer, "lora_enabled", False))
+
+
+def _optimizer_keeps_zero_rows(optimizer: keras.optimizers.Optimizer) -> bool:
+    """Whether a kernel row with zero gradients and zero slots stays as it is."""
+    return (isinstance(optimizer, (keras.optimizers.Adam, keras.optimizers.SGD,
+                                   keras.optimizers.RMSprop))
+            and not getattr(optimizer, "weight_decay", None))
+
+
+class JaxEpochs:
+    """The compiled epoch of one model, its state, and the data on the device."""
+
+    def __init__(self, model: keras.Model, config: Config, data: Any, batches: Batches) -> None:
+        self.model = model
+        self.optimizer = model.optimizer
+        self.batches = batches
+        self.loss = per_sample_loss(config.train)
+        self.has_validation = len(data.y_val) > 0
+        self.layer_slices = self._layer_slices(model)
+        first = model.layers[0]
+        self.first_dense = first if plain_dense(first) and first.kernel_constraint is None \
+            and first.kernel_regularizer is None else None
+
+        encoded = encode_features(data.x_train, config.data)
+        trainable = [np.asarray(variable.value) for variable in model.trainable_variables]
+        optimizer_values = [np.asarray(variable.value) for variable in self.optimizer.variables]
+        self.live: np.ndarray | None = None
+        self.train_optimizer = self.optimizer
+        # Positions of the optimizer variables that are slots of the first kernel.
+        self.kernel_slots: list[int] = []
+        # Decided from the config, not from the epochs left: a resumed run must compute
+        # exactly as the uninterrupted one did (the two ways round floats differently).
+        if (self.first_dense is not None and config.train.epochs >= DEAD_COLUMNS_MIN_EPOCHS
+                and encoded.values.ndim == 2 and _optimizer_keeps_zero_rows(self.optimizer)):
+            self._drop_dead_columns(encoded, trainable, optimizer_values)
+        # np.take, unlike x[:, live], returns a C-contiguous array, and twice as fast.
+        pixels = encoded.values if self.live is None else np.take(encoded.values, self.live,
+                                                                   axis=1)
+
+        self.full_values = (trainable[0], [optimizer_values[i] for i in self.kernel_slots])
+        if self.live is not None:
+            trainable = [np.take(trainable[0], self.live, axis=0), *trainable[1:]]
+            for position in self.kernel_slots:
+                optimizer_values[position] = np.take(optimizer_values[position], self.live,
+                                                     axis=0)
+        non_trainable = [variable.value for variable in model.non_trainable_variables]
+        # NumPy arrays go to the device with `device_put`: converting dtypes or slicing on
+        # the device would compile one small program each (~10 ms apiece on a CPU).
+        self.state = (jax.device_put(trainable), non_trainable, jax.device_put(optimizer_values))
+        host = {
+            "pixels": pixels,
+            "labels": np.asarray(data.y_train, dtype=np.int32),
+            "row_weights": batches.row_weights(),
+            "table": encoded.table,
+            "validation_pixels": None,
+            "validation_labels": None,
+            "validation_table": None,
+            "frozen_kernel": None if self.live is None else self.full_values[0],
+            "live": None if self.live is None else self.live.astype(np.int32),
+        }
+        if self.has_validation:
+            validation = encode_features(data.x_val, config.data)
+            host["validation_pixels"] = validation.values
+            host["validation_labels"] = np.asarray(data.y_val, dtype=np.int32)
+            host["validation_table"] = validation.table
+        self.device = jax.device_put(host)
+        self._epoch = jax.jit(self._epoch_program)
+
+    @staticmethod
+    def _layer_slices(model: keras.Model) -> list[tuple[Any, slice, slice]]:
+        """Each layer with the slices of the model's trainable and non-trainable variable
+        lists that belong to it (Sequential lists them layer by layer)."""
+        slices, trainable_start, state_start = [], 0, 0
+        for layer in model.layers:
+            trainable_count = len(layer.trainable_variables)
+            state_count = len(layer.non_trainable_variables)
+            slices.append((layer, slice(trainable_start, trainable_start + trainable_count),
+                           slice(state_start, state_start + state_count)))
+            trainable_start += trainable_count
+            state_start += state_count
+        if (trainable_start, state_start) != (len(model.trainable_variables),
+                                              len(model.non_trainable_variables)):
+            raise ValueError("the model's variables are not listed layer by layer")
+        return slices
+
+    def _drop_dead_columns(self, encoded: Any, trainable: list[np.ndarray],
+                           optimizer_values: list[np.ndarray]) -> None:
+        """Set `self.live`, `self.kernel_slots` and `self.train_optimizer` when some input
+        columns are zero in every training sample and their kernel rows' slots are zero."""
+        live = live_columns(encoded)
+        if live is None:
+            return
+        kernel = trainable[0]
+        compact_shapes = [(len(live), *kernel.shape[1:]), *(value.shape for value in trainable[1:])]
+        compact_optimizer = type(self.optimizer).from_config(self.optimizer.get_config())
+        # Made in a stateless scope, variables are created without values (Keras defers
+        # their initialization): only their shapes matter here, since `stateless_apply` is
+        # given the values. Initializing them would compile a `zeros` per new shape.
+        with keras.StatelessScope():
+            compact_variables = [
+                keras.Variable(initializer="zeros", shape=shape, dtype=variable.dtype,
+                               name=variable.name)
+                for shape, variable in zip(compact_shapes, self.model.trainable_variables)
+            ]
+            compact_optimizer.build(compact_variables)
+        if len(compact_optimizer.variables) != len(optimizer_values):
+            return
+        dead = np.setdiff1d(np.arange(kernel.shape[0]), live)
+        slots = [position for position, variable in enumerate(compact_optimizer.variables)
+                 if tuple(variable.shape) != optimizer_values[position].shape]
+        for position in slots:
+            if optimizer_values[position].shape != kernel.shape or np.any(
+                    optimizer_values[position][dead]):
+                return  # not a zero slot of the first kernel: train on every column
+        self.live, self.kernel_slots, self.train_optimizer = live, slots, compact_optimizer
+
+    # ---------------------------------------------------------------- the compiled epoch
+
+    def _decode(self, values: jax.Array, table: jax.Array | None) -> jax.Array:
+        return values.astype(jnp.float32) if table is None else table[values]
+
+    def _outputs(self, trainable: list, non_trainable: list, inputs: jax.Array,
+                 training: bool) -> tuple[jax.Array, list]:
+        """The model's outputs and its updated non-trainable values (dropout seeds)."""
+        outputs, updated = inputs, []
+        for index, (layer, trainable_slice, state_slice) in enumerate(self.layer_slices):
+            weights, state = trainable[trainable_slice], non_trainable[state_slice]
+            if index == 0 and training and self.first_dense is not None:
+                outputs = input_matmul(outputs, weights[0])
+                if layer.use_bias:
+                    outputs = outputs + weights[1]
+                if layer.activation is not None:
+                    outputs = layer.activation(outputs)
+            else:
+                outputs, state = layer.stateless_call(weights, state, outputs,
+                                                      training=training)
+            updated.extend(state)
+        return outputs, updated
+
+    def _step(self, carry: tuple, batch: tuple, device: dict) -> tuple[tuple, None]:
+        trainable, non_trainable, optimizer_values, loss_sum, correct_sum = carry
+        rows, weights = batch
+        inputs = self._decode(device["pixels"][rows], device["table"])
+        labels = device["labels"][rows]
+        targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
+
+        def objective(trainable: list) -> tuple[jax.Array, tuple]:
+            outputs, updated = self._outputs(trainable, non_trainable, inputs, True)
+            total = jnp.sum(self.loss(targets, outputs) * weights)
+            return total / jnp.sum(weights), (outputs, updated, total)
+
+        (_, (outputs, non_trainable, total)), gradients = jax.value_and_grad(
+            objective, has_aux=True)(trainable)
+        trainable, optimizer_values = self.train_optimizer.stateless_apply(
+            optimizer_values, gradients, trainable)
+        correct = jnp.sum((jnp.argmax(outputs, axis=-1) == labels) * weights)
+        return (trainable, non_trainable, optimizer_values, loss_sum + total,
+                correct_sum + correct), None
+
+    def _full_trainable(self, trainable: list, device: dict) -> list:
+        if device["live"] is None:
+            return trainable
+        return [device["frozen_kernel"].at[device["live"]].set(trainable[0]), *trainable[1:]]
+
+    def _epoch_program(self, state: tuple, order: jax.Array, device: dict) -> tuple:
+        carry = (*state, jnp.float32(0), jnp.float32(0))
+        carry, _ = jax.lax.scan(lambda carry, batch: self._step(carry, batch, device),
+                                carry, (order, device["row_weights"]))
+        trainable, non_trainable, optimizer_values, loss_sum, correct_sum = carry
+        count = self.batches.count
+        metrics = [loss_sum / count, correct_sum / count]
+        if device["validation_pixels"] is not None:
+            inputs = self._decode(device["validation_pixels"], device["validation_table"])
+            labels = device["validation_labels"]
+            outputs, _ = self._outputs(self._full_trainable(trainable, device), non_trainable,
+                                       inputs, False)
+            targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
+            metrics.append(jnp.mean(self.loss(targets, outputs)))
+            metrics.append(jnp.mean((jnp.argmax(outputs, axis=-1) == labels).astype(
+                jnp.float32)))
+        return (trainable, non_trainable, optimizer_values), jnp.stack(metrics)
+
+    # ---------------------------------------------------------------- the engine protocol
+
+    def run_epoch(self, order: np.ndarray) -> dict[str, float]:
+        self.state, metrics = self._epoch(self.state, order, self.device)
+        values = [float(value) for value in np.asarray(metrics)]
+        names = ["loss", "accuracy", "val_loss", "val_accuracy"]
+        return dict(zip(names, values))
+
+    def write_back(self) -> None:
+        trainable, non_trainable, optimizer_values = (list(part) for part in self.state)
+        if self.live is not None:
+            full_kernel, full_slots = self.full_values
+            trainable[0] = _expand(full_kernel, self.live, trainable[0])
+            for position, full in zip(self.kernel_slots, full_slots):
+                optimizer_values[position] = _expand(full, self.live, optimizer_values[position])
+        for variables, values in ((self.model.trainable_variables, trainable),
+                                  (self.model.non_trainable_variables, non_trainable),
+                                  (self.optimizer.variables, optimizer_values)):
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+
+
+def _expand(full: np.ndarray, rows: np.ndarray, values: jax.Array) -> np.ndarray:
+    """`full` with `rows` replaced by `values` (the rows trained on the live columns)."""
+    expanded = np.array(full)
+    expanded[rows] = np.asarray(values)
+    return expanded

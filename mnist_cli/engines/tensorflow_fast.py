@@ -1,0 +1,102 @@
+"""The fast engine on TensorFlow: a whole epoch is one XLA-compiled `tf.function`.
+
+`model.fit` on TensorFlow feeds every batch through a `tf.data` pipeline and returns to
+Python after every step (or every `steps_per_execution` steps). Here the epoch is one
+`tf.function(jit_compile=True)`: a loop over the batches (`tf.range`, a while loop inside
+the compiled program) that gathers each batch from the training data already on the
+device as uint8 pixels, runs the Keras model under a `GradientTape`, and applies the
+model's own Keras optimizer (`optimizer.apply`: same update rule, learning rate, step
+counter). The loss is the per-sample Keras loss (`model.per_sample_loss`) averaged over
+the real rows of the batch (`fast_common.Batches`), accumulated with the accuracy in the
+loop, as fit's metrics are.
+
+On TensorFlow the Keras variables are TensorFlow variables that the compiled program
+updates in place, the Dropout layers' seed generator states included, so the variables
+are current after every epoch without copying anything back (`write_back` has nothing to
+do), and a resumed run continues from the saved states.
+
+The dead-column shortcut of the JAX engine is not used here: it would need a second,
+narrower copy of the model's first layer and of its optimizer slots, for about 10%.
+
+Import this module only after `backend.activate_backend()` chose TensorFlow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mnist_cli.config import NUM_CLASSES, Config
+from mnist_cli.engines.fast_common import Batches, encode_features
+from mnist_cli.model import per_sample_loss
+
+
+class TensorFlowEpochs:
+    """The compiled epoch of one model, and the data on the device."""
+
+    def __init__(self, model: keras.Model, config: Config, data: Any,
+                 batches: Batches) -> None:
+        self.model = model
+        self.optimizer = model.optimizer
+        self.batches = batches
+        self.loss = per_sample_loss(config.train)
+        encoded = encode_features(data.x_train, config.data)
+        self.pixels = tf.constant(encoded.values)
+        self.table = None if encoded.table is None else tf.constant(encoded.table)
+        self.labels = tf.constant(np.asarray(data.y_train, dtype=np.int32))
+        self.row_weights = tf.constant(batches.row_weights())
+        self.validation: tuple[tf.Tensor, tf.Tensor | None, tf.Tensor] | None = None
+        if len(data.y_val):
+            validation = encode_features(data.x_val, config.data)
+            self.validation = (
+                tf.constant(validation.values),
+                None if validation.table is None else tf.constant(validation.table),
+                tf.constant(np.asarray(data.y_val, dtype=np.int32)),
+            )
+        self._epoch = tf.function(self._epoch_program, jit_compile=True)
+
+    @staticmethod
+    def _decode(values: tf.Tensor, table: tf.Tensor | None) -> tf.Tensor:
+        if table is None:
+            return tf.cast(values, tf.float32)
+        return tf.gather(table, tf.cast(values, tf.int32))
+
+    def _epoch_program(self, order: tf.Tensor) -> tf.Tensor:
+        variables = self.model.trainable_variables
+        loss_sum = tf.constant(0.0)
+        correct_sum = tf.constant(0.0)
+        for index in tf.range(self.batches.number):
+            rows = order[index]
+            weights = self.row_weights[index]
+            inputs = self._decode(tf.gather(self.pixels, rows), self.table)
+            labels = tf.gather(self.labels, rows)
+            targets = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
+            with tf.GradientTape() as tape:
+                outputs = self.model(inputs, training=True)
+                total = tf.reduce_sum(self.loss(targets, outputs) * weights)
+                loss = total / tf.reduce_sum(weights)
+            self.optimizer.apply(tape.gradient(loss, variables), variables)
+            hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
+            loss_sum += total
+            correct_sum += tf.reduce_sum(tf.cast(hits, tf.float32) * weights)
+        count = float(self.batches.count)
+        metrics = [loss_sum / count, correct_sum / count]
+        if self.validation is not None:
+            values, table, labels = self.validation
+            outputs = self.model(self._decode(values, table), training=False)
+            targets = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
+            hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
+            metrics.append(tf.reduce_mean(self.loss(targets, outputs)))
+            metrics.append(tf.reduce_mean(tf.cast(hits, tf.float32)))
+        return tf.stack(metrics)
+
+    def run_epoch(self, order: np.ndarray) -> dict[str, float]:
+        values = self._epoch(tf.constant(order)).numpy()
+        names = ["loss", "accuracy", "val_loss", "val_accuracy"]
+        return {name: float(value) for name, value in zip(names, values)}
+
+    def write_back(self) -> None:
+        """Nothing to copy: the compiled program updated the Keras variables in place."""
