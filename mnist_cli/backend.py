@@ -7,9 +7,12 @@ it): `mnist --help` and config validation never pay for importing TensorFlow or 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
+import tempfile
+from collections.abc import Iterator
 
 from mnist_cli.errors import ConfigError
 
@@ -57,12 +60,59 @@ def quiet_native_logs(verbose: bool = False) -> None:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
 
 
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Within the block, whatever is written to file descriptor 2 goes to a temporary file
+    instead of the terminal; if the block raises, what it wrote is shown after all.
+
+    TensorFlow 2.21 writes absl log lines ("oneDNN custom operations are on", "Could not
+    find cuda drivers", "failed call to cuInit", "All log messages before
+    absl::InitializeLog() ...") straight to descriptor 2 while it is imported and while it
+    looks for devices, before `TF_CPP_MIN_LOG_LEVEL` is consulted: only redirecting the
+    descriptor itself hides them. A failing import still shows its own messages, and the
+    Python exception reaches the user as usual once the descriptor is restored.
+    """
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                yield
+            except BaseException:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                with contextlib.suppress(OSError):
+                    os.write(2, captured.read())
+                raise
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import Keras on TensorFlow and let TensorFlow find its devices, its log noise hidden."""
+    with native_stderr_captured():
+        import keras  # noqa: F401  (imports TensorFlow)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
 def activate_backend(requested: str = "auto", verbose: bool = False,
                      deterministic: bool = False) -> str:
     """Set up the environment for `requested` and return the backend's name.
 
     Must run before the first `import keras`; if Keras was already imported with another
-    backend (possible only when mnist-cli is used as a library), that is an error.
+    backend (possible only when mnist-cli is used as a library), that is an error. On
+    TensorFlow it imports Keras itself, with TensorFlow's native log noise hidden unless
+    `verbose` (`native_stderr_captured`).
     `deterministic` sets what must be set before the backend is imported (XLA's flag for
     deterministic GPU ops under JAX); `enable_determinism` does the rest after import.
     """
@@ -83,6 +133,8 @@ def activate_backend(requested: str = "auto", verbose: bool = False,
             )
         return backend
     os.environ["KERAS_BACKEND"] = backend
+    if backend == "tensorflow" and not verbose and "tensorflow" not in sys.modules:
+        _import_tensorflow_quietly()
     return backend
 
 
