@@ -360,9 +360,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
     keep_tensorflow_unloaded()
     engine = resolve_engine(config)
     if engine == "fast":
-        from mnist_cli.engines.fast_common import check_resumable
-
-        check_resumable(resume.checkpoint if resume is not None else None)
+        engines.check_resumable(resume.checkpoint if resume is not None else None)
         if keras.backend.backend() == "jax":  # before anything compiles
             from mnist_cli.engines.jax_fast import enable_compile_cache
 

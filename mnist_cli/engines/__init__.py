@@ -15,7 +15,12 @@ This module imports nothing heavy: the engine is resolved before Keras is import
 
 from __future__ import annotations
 
-from mnist_cli.errors import ConfigError
+from typing import TYPE_CHECKING
+
+from mnist_cli.errors import ConfigError, RunDirError
+
+if TYPE_CHECKING:
+    from mnist_cli.checkpoints import Checkpoint
 
 ENGINES = ("auto", "fit", "fast")
 FAST_BACKENDS = ("jax", "tensorflow")
@@ -38,3 +43,14 @@ def resolve_engine(requested: str, backend: str) -> str:
             f"not on {backend}; use --engine fit (or auto) there"
         )
     return requested
+
+
+def check_resumable(checkpoint: Checkpoint | None) -> None:
+    """The fast engine continues from epoch ends only. A checkpoint saved in the middle of
+    an epoch comes from the fit engine, whose run's config.yaml says `engine: fit`: it was
+    edited since."""
+    if checkpoint is not None and checkpoint.batches_done:
+        raise RunDirError(
+            "the checkpoint was saved in the middle of an epoch by the fit engine, but "
+            "config.yaml now says train.engine: fast; set it back to fit to resume this run"
+        )

@@ -31,9 +31,9 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 
-from mnist_cli.checkpoints import Checkpoint, epoch_permutation
+from mnist_cli.checkpoints import epoch_permutation
 from mnist_cli.config import Config, DataConfig
-from mnist_cli.errors import ConfigError, RunDirError
+from mnist_cli.errors import ConfigError
 
 # Rows checked when the uint8 encoding of the features is verified against the features.
 ENCODING_CHECK_ROWS = 2000
@@ -143,17 +143,6 @@ def check_layers(model: keras.Model) -> None:
                 f"train.engine: the fast engine trains Dense, Dropout and Flatten layers only, "
                 f"not {type(layer).__name__}; use --engine fit"
             )
-
-
-def check_resumable(checkpoint: Checkpoint | None) -> None:
-    """The fast engine continues from epoch ends only. A checkpoint saved in the middle of
-    an epoch comes from the fit engine, whose run's config.yaml says `engine: fit`: it was
-    edited since."""
-    if checkpoint is not None and checkpoint.batches_done:
-        raise RunDirError(
-            "the checkpoint was saved in the middle of an epoch by the fit engine, but "
-            "config.yaml now says train.engine: fast; set it back to fit to resume this run"
-        )
 
 
 def train_epochs(program: EpochProgram, recorder: Any, config: Config, initial_epoch: int,

@@ -1,0 +1,329 @@
+"""The fast engines against Keras's own `model.fit`, and their exact shortcuts.
+
+On JAX both engines start from the same weights and visit the same batches
+(`epoch_permutation`), so they must agree to float rounding: the histories to 1e-4, the
+test accuracy to a couple of digits of 500. The runs have 1800 training samples in batches
+of 64, so each epoch ends with a batch of 8: fit trains it as a smaller batch, the fast
+engine as a padded full one whose 56 padding rows weigh 0, and the numbers must not tell.
+
+On TensorFlow `model.fit` shuffles with tf.data, so the two engines see other batches and
+can only agree within the noise of training: measured on this tiny run (seeds 0-4, real
+MNIST), the test accuracies of the two engines differed by at most 0.038 and the final
+training losses by at most 4.2%; the bounds below are 0.05 and 10%.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mnist_cli.backend import activate_backend, resolve_backend
+from mnist_cli.checkpoints import Checkpoint
+from mnist_cli.cli import cli
+from mnist_cli.config import Config, DataConfig
+from mnist_cli.engines import check_resumable, resolve_engine
+from mnist_cli.errors import ConfigError, RunDirError
+from mnist_cli.runs import read_history
+
+PROJECT = Path(__file__).resolve().parent.parent
+NATIVE_NOISE = ("I0000", "E0000", "W0000", "port.cc", "cudart_stub", "cuda_platform",
+                "absl::InitializeLog", "cpu_feature_guard")
+
+TINY = {
+    "name": "engines",
+    "seed": 0,
+    "data": {"subset": {"train": 2000, "test": 500}, "validation_split": 0.1},
+    "model": {"layers": [784, 32, 10]},
+    "train": {"epochs": 3, "batch_size": 64},
+}
+
+on_jax = pytest.mark.skipif(resolve_backend("auto") != "jax",
+                            reason="the in-process engine tests run on the JAX backend")
+
+
+@pytest.fixture(autouse=True)
+def keras_backend() -> str:
+    """Choose Keras's backend before any test here imports Keras, as `mnist` does."""
+    return activate_backend("auto")
+
+
+def tiny_config(folder: Path, mnist_path: Path, engine: str, **changes) -> Path:
+    data = copy.deepcopy(TINY)
+    data["data"]["path"] = str(mnist_path)
+    data["train"]["engine"] = engine
+    data["output"] = {"root": str(folder / engine)}
+    for section, values in changes.items():
+        data[section].update(values)
+    path = folder / f"{engine}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_results(output_root: Path) -> tuple[list[dict], dict]:
+    (run_dir,) = output_root.iterdir()
+    return (read_history(run_dir / "history.csv"),
+            json.loads((run_dir / "metrics.json").read_text()))
+
+
+# ------------------------------------------------------------------ choosing an engine
+
+
+def test_auto_is_fast_where_there_is_a_fast_engine():
+    assert resolve_engine("auto", "jax") == "fast"
+    assert resolve_engine("auto", "tensorflow") == "fast"
+    assert resolve_engine("auto", "torch") == "fit"
+    assert resolve_engine("fit", "jax") == "fit"
+    with pytest.raises(ConfigError, match="fast engine runs on the jax and tensorflow"):
+        resolve_engine("fast", "torch")
+
+
+def test_a_mid_epoch_checkpoint_is_not_continued_by_the_fast_engine():
+    check_resumable(None)
+    whole = Checkpoint(epochs_done=2, history=[{}, {}], model_variables=[],
+                       optimizer_variables=[], seed=0, data_fingerprint="x")
+    check_resumable(whole)
+    with pytest.raises(RunDirError, match="middle of an epoch by the fit engine"):
+        check_resumable(Checkpoint(**{**whole.__dict__, "batches_done": 5}))
+
+
+# ------------------------------------------------------------- the backend-neutral pieces
+
+
+def test_batches_pad_the_last_one_with_rows_of_weight_zero():
+    from mnist_cli.checkpoints import epoch_permutation
+    from mnist_cli.engines.fast_common import Batches
+
+    batches = Batches(count=10, batch_size=4)
+    assert batches.number == 3 and batches.padded_count == 12
+    np.testing.assert_array_equal(batches.row_weights().ravel(), [1] * 10 + [0] * 2)
+    order = batches.order(seed=3, epoch=5)
+    assert order.shape == (3, 4) and order.dtype == np.int32
+    np.testing.assert_array_equal(order.ravel()[:10], epoch_permutation(3, 5, 10))
+    assert Batches(count=8, batch_size=4).row_weights().all()  # no padding when it divides
+
+
+@pytest.mark.parametrize("settings", [
+    {"binarize": True}, {"scale": True}, {"scale": False},
+], ids=["binarized", "scaled", "raw"])
+def test_uint8_encoding_decodes_to_the_exact_features(settings: dict):
+    from mnist_cli.data import preprocess
+    from mnist_cli.engines.fast_common import encode_features
+
+    data = DataConfig(**settings)
+    images = np.random.default_rng(0).integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
+    features = preprocess(images, data)
+    encoded = encode_features(features, data)
+    assert encoded.compact
+    decoded = (encoded.values.astype(np.float32) if encoded.table is None
+               else encoded.table[encoded.values])
+    np.testing.assert_array_equal(decoded, features)  # bit for bit
+
+
+# -------------------------------------------------------------------------- JAX, in-process
+
+
+@on_jax
+@pytest.mark.parametrize("changes", [
+    {},
+    {"train": {"loss": "mse", "optimizer": "sgd", "learning_rate": 0.5, "momentum": 0.5}},
+    {"train": {"loss": "quadratic", "optimizer": "rmsprop"}, "model": {"dropout": 0.2}},
+], ids=["crossentropy-adam", "mse-sgd-momentum", "quadratic-rmsprop-dropout"])
+def test_jax_fast_engine_matches_fit(tmp_path: Path, mnist_path: Path, changes: dict):
+    results = {}
+    for engine in ("fit", "fast"):
+        config_path = tiny_config(tmp_path, mnist_path, engine, **changes)
+        result = CliRunner().invoke(cli, ["train", "-c", str(config_path)])
+        assert result.exit_code == 0, result.output
+        results[engine] = run_results(tmp_path / engine)
+    (fit_history, fit_metrics), (fast_history, fast_metrics) = results["fit"], results["fast"]
+    assert fast_metrics["engine"] == "fast" and fit_metrics["engine"] == "fit"
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose([row[key] for row in fast_history],
+                                   [row[key] for row in fit_history], rtol=1e-4, err_msg=key)
+    assert abs(fast_metrics["test_accuracy"] - fit_metrics["test_accuracy"]) <= 2 / 500
+    assert fast_metrics["test_loss"] == pytest.approx(fit_metrics["test_loss"], rel=1e-4)
+
+
+def _data_with_dead_columns(count: int = 600) -> SimpleNamespace:
+    """Binarized random digits whose first 100 and last 30 columns are 0 in every
+    training sample (not in the validation samples: their kernel rows must still count)."""
+    rng = np.random.default_rng(1)
+    x_train = (rng.random((count, 784)) < 0.3).astype(np.float32)
+    x_train[:, :100] = 0
+    x_train[:, -30:] = 0
+    y_train = rng.integers(0, 10, count)
+    x_train[np.arange(count), 200 + 10 * y_train] = 1  # something to learn
+    x_val = (rng.random((100, 784)) < 0.3).astype(np.float32)
+    return SimpleNamespace(x_train=x_train, y_train=y_train, x_val=x_val,
+                           y_val=rng.integers(0, 10, 100))
+
+
+@on_jax
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_dropping_dead_columns_changes_nothing(monkeypatch, optimizer: str):
+    """Training on the live columns only gives the weights, optimizer state and logs of
+    training on all of them (to float rounding), and leaves the dead kernel rows and their
+    optimizer slots exactly as they were."""
+    from mnist_cli.backend import seed_everything
+    from mnist_cli.engines import jax_fast
+    from mnist_cli.engines.fast_common import Batches, train_epochs
+    from mnist_cli.model import build_model, compile_model
+
+    config = Config.model_validate({
+        "seed": 4, "data": {"binarize": True},
+        "model": {"layers": [784, 24, 16, 10], "dropout": 0.1},
+        "train": {"optimizer": optimizer, "momentum": 0.9 if optimizer != "adam" else 0.0,
+                  "learning_rate": 0.01, "batch_size": 50, "epochs": 3},
+    })
+    data = _data_with_dead_columns(610)  # 13 batches, the last one of 10 rows
+    batches = Batches(len(data.y_train), config.train.batch_size)
+    recorder = SimpleNamespace(epoch_started=lambda epoch: None,
+                               epoch_ended=lambda epoch, logs: logs_seen.append(logs))
+    trained = {}
+    for minimum_epochs in (1, 10**6):  # with, then without dropping dead columns
+        monkeypatch.setattr(jax_fast, "DEAD_COLUMNS_MIN_EPOCHS", minimum_epochs)
+        seed_everything(config.seed)
+        model = compile_model(build_model(config), config)
+        model.optimizer.build(model.trainable_variables)
+        initial_kernel = np.array(model.trainable_variables[0].numpy())
+        program = jax_fast.JaxEpochs(model, config, data, batches)
+        assert (program.live is not None) == (minimum_epochs == 1)
+        logs_seen: list[dict] = []
+        train_epochs(program, recorder, config, 0, batches)
+        trained[minimum_epochs] = ([np.array(v.numpy()) for v in model.variables],
+                                   [np.array(v.numpy()) for v in model.optimizer.variables],
+                                   logs_seen)
+        if minimum_epochs == 1:
+            dead = np.r_[0:100, 754:784]
+            assert program.live.tolist() == sorted(set(range(784)) - set(dead.tolist()))
+            kernel = model.trainable_variables[0].numpy()
+            np.testing.assert_array_equal(kernel[dead], initial_kernel[dead])
+            assert not np.array_equal(kernel, initial_kernel)
+            for variable in model.optimizer.variables:
+                if tuple(variable.shape) == kernel.shape:
+                    assert not np.any(variable.numpy()[dead])  # slots stay exactly 0
+    (weights, slots, logs), (plain_weights, plain_slots, plain_logs) = trained.values()
+    for ours, theirs in zip(weights + slots, plain_weights + plain_slots):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(logs, plain_logs):
+        assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+@on_jax
+def test_fast_engine_prints_epoch_lines_even_with_a_progress_bar(tmp_path, mnist_path):
+    """Keras's progress bar stands in for the per-epoch lines only when Keras trains."""
+    from mnist_cli.config import load_config
+    from mnist_cli.train import train
+
+    config = load_config(tiny_config(tmp_path, mnist_path, "fast", train={"epochs": 2}))
+    lines: list[str] = []
+    train(config, echo=lines.append, progress_bar=True)
+    assert [line.split(" - ")[0] for line in lines if line.startswith("epoch ")] == [
+        "epoch 1/2", "epoch 2/2"]
+
+
+@on_jax
+def test_fast_engine_fills_the_compile_cache(tmp_path, mnist_path, jax_compile_cache):
+    result = CliRunner().invoke(cli, ["train", "-c", str(tiny_config(
+        tmp_path, mnist_path, "fast", train={"epochs": 1}))])
+    assert result.exit_code == 0, result.output
+    assert any(path.name.startswith("jit__epoch_program")
+               for path in jax_compile_cache.iterdir())
+
+
+@on_jax
+def test_compile_cache_folder_and_a_cache_that_cannot_be_made(tmp_path, monkeypatch):
+    from mnist_cli.engines import jax_fast
+
+    monkeypatch.delenv("MNIST_CLI_JAX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert jax_fast.compile_cache_folder() == tmp_path / "xdg" / "mnist-cli" / "jax"
+    for off in ("off", "0", ""):
+        monkeypatch.setenv("MNIST_CLI_JAX_CACHE", off)
+        assert jax_fast.compile_cache_folder() is None
+        assert jax_fast.enable_compile_cache() is None
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("MNIST_CLI_JAX_CACHE", str(tmp_path / "a-file" / "cache"))
+    assert jax_fast.enable_compile_cache() is None  # cannot be created: run uncached
+
+
+def test_fast_engine_refuses_layers_that_mix_rows():
+    """Padding the last batch with zero-weight rows is exact only for row-wise layers."""
+    import keras
+
+    from mnist_cli.engines.fast_common import check_layers
+
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(8),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(10)])
+    with pytest.raises(ConfigError, match="not BatchNormalization; use --engine fit"):
+        check_layers(model)
+
+
+# -------------------------------------------------------------- TensorFlow, in a subprocess
+
+# Not importorskip: importing TensorFlow into the test process costs seconds and memory.
+with_tensorflow = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
+                                     reason="TensorFlow is not installed")
+
+BOTH_ENGINES = """
+import sys
+from mnist_cli.cli import cli
+for engine in ("fast", "fit"):
+    try:
+        cli.main(["train", "-c", sys.argv[1], "--backend", "tensorflow", "--engine", engine,
+                  "--out", sys.argv[2] + "/" + engine], prog_name="mnist",
+                 standalone_mode=False)
+    except SystemExit as exit:
+        if exit.code:
+            raise
+"""
+
+
+@with_tensorflow
+def test_tensorflow_engines_agree_and_stay_quiet(tmp_path: Path, mnist_path: Path):
+    config_path = tiny_config(tmp_path, mnist_path, "auto")
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}
+    result = subprocess.run([sys.executable, "-c", BOTH_ENGINES, str(config_path),
+                             str(tmp_path / "outputs")], capture_output=True, text=True,
+                            env=environment, cwd=PROJECT, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr
+    noise = [line for line in result.stderr.splitlines()
+             if any(mark in line for mark in NATIVE_NOISE)]
+    assert noise == [], "TensorFlow's native log lines reached the terminal"
+    (fast_history, fast), (fit_history, fit) = (
+        run_results(tmp_path / "outputs" / engine) for engine in ("fast", "fit"))
+    assert (fast["engine"], fit["engine"]) == ("fast", "fit")
+    assert fast["versions"]["backend"] == "tensorflow"
+    print(f"\nTensorFlow, 3 epochs: test accuracy fast {fast['test_accuracy']} / fit "
+          f"{fit['test_accuracy']}; final loss fast {fast_history[-1]['loss']:.4f} / fit "
+          f"{fit_history[-1]['loss']:.4f}")
+    assert abs(fast["test_accuracy"] - fit["test_accuracy"]) <= 0.05
+    assert fast_history[-1]["loss"] == pytest.approx(fit_history[-1]["loss"], rel=0.10)
+    assert fast_history[-1]["loss"] < fast_history[0]["loss"]
+
+
+@with_tensorflow
+def test_verbose_shows_tensorflows_native_log_lines(tmp_path: Path):
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}
+    arguments = [sys.executable, "-m", "mnist_cli", "train", "-c",
+                 str(PROJECT / "configs" / "quickstart.yaml"), "--backend", "tensorflow",
+                 "--dry-run"]
+    verbose = subprocess.run([*arguments, "--verbose"], capture_output=True, text=True,
+                             env=environment, check=False, timeout=300)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "Total params" in verbose.stdout  # the summary, which imports Keras
+    if not any(mark in verbose.stderr for mark in NATIVE_NOISE):
+        pytest.skip("TensorFlow writes no native log lines on this machine")
