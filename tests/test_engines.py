@@ -258,8 +258,9 @@ def test_compile_cache_folder_and_a_cache_that_cannot_be_made(tmp_path, monkeypa
     assert jax_fast.enable_compile_cache() is None  # cannot be created: run uncached
 
 
-def test_fast_engine_refuses_layers_that_mix_rows():
-    """Padding the last batch with zero-weight rows is exact only for row-wise layers."""
+def test_fast_engine_refuses_layers_it_would_train_differently():
+    """Padding the last batch with zero-weight rows is exact only for row-wise layers, and
+    the fast engines' loss has no regularization terms."""
     import keras
 
     from mnist_cli.engines.fast_common import check_layers
@@ -268,6 +269,10 @@ def test_fast_engine_refuses_layers_that_mix_rows():
                               keras.layers.BatchNormalization(), keras.layers.Dense(10)])
     with pytest.raises(ConfigError, match="not BatchNormalization; use --engine fit"):
         check_layers(model)
+    penalised = keras.Sequential([keras.Input((784,)), keras.layers.Dense(
+        10, kernel_regularizer=keras.regularizers.L2(0.01))])
+    with pytest.raises(ConfigError, match="kernel_regularizer penalties"):
+        check_layers(penalised)
 
 
 # -------------------------------------------------------------- TensorFlow, in a subprocess

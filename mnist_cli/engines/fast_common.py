@@ -38,6 +38,14 @@ from mnist_cli.errors import ConfigError
 # Rows checked when the uint8 encoding of the features is verified against the features.
 ENCODING_CHECK_ROWS = 2000
 
+# What a compiled epoch returns, in this order (the last two only with a validation set).
+LOG_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def epoch_logs(values: Any) -> dict[str, float]:
+    """The Keras-style logs of an epoch from the numbers its program returned."""
+    return {name: float(value) for name, value in zip(LOG_NAMES, np.asarray(values))}
+
 
 class EpochProgram(Protocol):
     """One backend's compiled epoch, as `train_epochs` drives it."""
@@ -132,9 +140,10 @@ def live_columns(encoded: EncodedFeatures) -> np.ndarray | None:
 
 
 def check_layers(model: keras.Model) -> None:
-    """The fast engines pad the last batch with rows of weight 0: exact only for layers that
-    treat every row on its own. This tool builds nothing else; a library user's model with,
-    say, BatchNormalization is refused here rather than trained slightly differently."""
+    """The fast engines pad the last batch with rows of weight 0, which is exact only for
+    layers that treat every row on its own, and their loss is the data loss alone (no
+    regularization terms). This tool builds nothing else; a library user's model with, say,
+    BatchNormalization or an L2 penalty is refused here rather than trained differently."""
     row_wise = (keras.layers.Dense, keras.layers.Dropout, keras.layers.Flatten,
                 keras.layers.InputLayer)
     for layer in model.layers:
@@ -143,6 +152,12 @@ def check_layers(model: keras.Model) -> None:
                 f"train.engine: the fast engine trains Dense, Dropout and Flatten layers only, "
                 f"not {type(layer).__name__}; use --engine fit"
             )
+        for penalty in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
+            if getattr(layer, penalty, None) is not None:
+                raise ConfigError(
+                    f"train.engine: the fast engine does not add {penalty} penalties to the "
+                    f"loss (layer {layer.name}); use --engine fit"
+                )
 
 
 def train_epochs(program: EpochProgram, recorder: Any, config: Config, initial_epoch: int,

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_cli.config import NUM_CLASSES, Config
-from mnist_cli.engines.fast_common import Batches, encode_features
+from mnist_cli.engines.fast_common import Batches, encode_features, epoch_logs
 from mnist_cli.model import per_sample_loss
 
 
@@ -94,9 +94,7 @@ class TensorFlowEpochs:
         return tf.stack(metrics)
 
     def run_epoch(self, order: np.ndarray) -> dict[str, float]:
-        values = self._epoch(tf.constant(order)).numpy()
-        names = ["loss", "accuracy", "val_loss", "val_accuracy"]
-        return {name: float(value) for name, value in zip(names, values)}
+        return epoch_logs(self._epoch(tf.constant(order)).numpy())
 
     def write_back(self) -> None:
         """Nothing to copy: the compiled program updated the Keras variables in place."""
