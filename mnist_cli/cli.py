@@ -95,7 +95,9 @@ def cli() -> None:
               help="Keras backend (--set runtime.backend=...); auto: KERAS_BACKEND, else jax "
                    "if installed, else tensorflow.")
 @click.option("--engine", type=click.Choice(["auto", "fit", "fast"]),
-              help="Training loop (--set train.engine=...): fit is Keras's model.fit.")
+              help="Training loop (--set train.engine=...): fast compiles each epoch into "
+                   "one program (auto's choice on jax and tensorflow); fit is Keras's "
+                   "model.fit.")
 @click.option("--deterministic", is_flag=True, default=None,
               help="Use the backend's deterministic ops (--set runtime.deterministic=true).")
 @click.option("--dry-run", is_flag=True,
