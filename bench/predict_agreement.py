@@ -41,8 +41,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--count", type=int, default=100, help="test digits to try (100)")
     parser.add_argument("--seed", type=int, default=0, help="which digits and offsets (0)")
     parser.add_argument("--data", type=Path, default=None,
-                        help="the dataset (.npz); default: what the run's config resolves to "
-                             "(data.path, else $MNIST_DATA)")
+                        help="the dataset (.npz); default: $MNIST_DATA")
     parser.add_argument("--keep", type=Path, default=None,
                         help="keep the PNGs (and the preprocessed network inputs) in this folder")
     return parser.parse_args()

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from mnist_cli.errors import ConfigError
 
 BACKENDS = ("tensorflow", "jax", "torch")
+XLA_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 def _installed(module: str) -> bool:
@@ -26,9 +27,8 @@ def _installed(module: str) -> bool:
 def resolve_backend(requested: str = "auto") -> str:
     """The backend to use: an explicit choice, else `KERAS_BACKEND`, else the fastest installed.
 
-    JAX is preferred when installed because it runs these Dense nets fastest on a CPU and on a
-    GPU (see the README's performance table); TensorFlow, which the base package installs,
-    is the fallback.
+    JAX is preferred when installed (the `jax` extra): the README's performance section says
+    why; TensorFlow, which the base package installs, is the fallback.
     """
     if requested not in ("auto", *BACKENDS):
         raise ConfigError(f"backend must be one of auto, {', '.join(BACKENDS)} (got {requested!r})")
@@ -136,9 +136,6 @@ def activate_backend(requested: str = "auto", verbose: bool = False,
     if backend == "tensorflow" and not verbose and "tensorflow" not in sys.modules:
         _import_tensorflow_quietly()
     return backend
-
-
-XLA_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
 def enable_determinism(enabled: bool) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_cli.config import Config, load_config
-from mnist_cli.errors import MnistCliError, RunDirError
+from mnist_cli.errors import MnistCliError, RunDirError, UsageError
 from mnist_cli.runs import RunDir, open_run_dir, read_history, read_json, save_with
 
 SORT_KEYS = ("date", "accuracy")
@@ -200,27 +200,36 @@ def format_runs_table(runs: list[RunSummary]) -> str:
     return "\n".join(lines)
 
 
-def compare_runs(paths: list[str | Path], out: str | Path) -> list[RunSummary]:
-    """Draw the learning curves of several runs into one PNG (atomically) and return their
-    summaries, in the order given. Every run needs a history.csv with at least one epoch."""
+def compare_runs(paths: list[str | Path], out: str | Path
+                 ) -> tuple[list[RunSummary], list[Path]]:
+    """Draw the learning curves of several runs into one PNG (atomically); return their
+    summaries, in the order given, and the paths skipped.
+
+    As `mnist runs` does, a folder without config.yaml is skipped (`outputs/*` may hold
+    other things), and so is a run that has not recorded an epoch yet; with no run left to
+    draw, it is an error.
+    """
     from mnist_cli import plots
 
     out = Path(out)
     if out.suffix.lower() != ".png":
-        raise RunDirError(f"--out {out}: the picture is a PNG; give a file name ending in .png")
+        raise UsageError(f"--out {out}: the picture is a PNG; give a file name ending in .png")
     histories = []
     summaries = []
+    skipped = []
     for path in paths:
+        run = RunDir(Path(path))
+        if not run.config.is_file() or not run.history.is_file():
+            skipped.append(run.path)
+            continue
         summary = summarise_run(path)
-        run = RunDir(summary.path)
-        if not run.history.is_file():
-            raise RunDirError(f"{run.path}: no history.csv: the run has not finished an epoch")
         try:
             history = read_history(run.history)
         except (OSError, ValueError, KeyError) as error:
             raise RunDirError(f"{run.history}: unreadable ({error})") from None
         if not history:
-            raise RunDirError(f"{run.history}: no epoch recorded yet")
+            skipped.append(run.path)
+            continue
         accuracy = ("" if summary.test_accuracy is None
                     else f", test {summary.test_accuracy:.2%}")
         # Runs trained with different losses (cross-entropy, quadratic) have incomparable
@@ -228,7 +237,12 @@ def compare_runs(paths: list[str | Path], out: str | Path) -> list[RunSummary]:
         histories.append(
             (f"{run.path.name} ({summary.layers}, {summary.loss}{accuracy})", history))
         summaries.append(summary)
+    if not histories:
+        raise RunDirError(
+            f"no run with a recorded epoch among {', '.join(str(path) for path in paths[:3])}"
+            f"{', ...' if len(paths) > 3 else ''}: give run directories (outputs/<name>-<time>)"
+        )
     title = f"Learning curves of {len(histories)} run{'s' if len(histories) != 1 else ''}"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_with(out, plots.comparison_figure(histories, title).savefig)
-    return summaries
+    return summaries, skipped

@@ -12,7 +12,8 @@ A checkpoint holds:
 - every variable of the optimizer (step counter, Adam's moments, momentum buffers);
 - the history rows, and the early-stopping state (best value, best weights, patience used);
 - how many epochs are complete, and, after a Ctrl-C in the middle of an epoch with the `fit`
-  engine, how many batches of the next one, with that epoch's metric accumulators;
+  engine on JAX, how many batches of the next one, with that epoch's metric accumulators
+  (TensorFlow's `fit` trains an interrupted epoch again from its first batch);
 - the seconds spent training so far, and a fingerprint of the training data, so a resume
   against a different copy of the data is refused instead of silently mixing two datasets.
 

@@ -14,7 +14,7 @@ import sys
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import ConfigError, Interrupted, MnistCliError
+from mnist_cli.errors import ConfigError, Interrupted, MnistCliError, UsageError
 
 # A command sets ctx.meta[SHOW_TRACEBACKS] = True (`mnist train --verbose`) to let an
 # unexpected exception through with its traceback; so does the environment variable.
@@ -48,7 +48,8 @@ class _Group(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as error:
-            if ctx.meta.get(SHOW_TRACEBACKS) or os.environ.get(TRACEBACK_VARIABLE):
+            if ctx.meta.get(SHOW_TRACEBACKS) or os.environ.get(TRACEBACK_VARIABLE, "").lower() in (
+                    "1", "true", "yes"):
                 raise
             text = " ".join(str(error).split())[:300]
             click.echo(
@@ -115,8 +116,8 @@ def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine
 
     The run directory (outputs/<name>-<timestamp>/ by default) receives config.yaml,
     history.csv and checkpoint.npz after every epoch, then model.keras, learning_curves.png,
-    errors.png and metrics.json. Ctrl-C stops after the current batch, saves, and prints
-    the command that resumes the run.
+    errors.png and metrics.json. Ctrl-C stops at the end of the current epoch (fast
+    engine) or batch (fit engine), saves, and prints the command that resumes the run.
 
     \b
     Example:
@@ -132,7 +133,7 @@ def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine
             ("--batch-size", batch_size), ("--seed", seed), ("--out", out),
             ("--backend", backend), ("--engine", engine), ("--deterministic", deterministic),
             ("--dry-run", dry_run), ("--no-summary", no_summary),
-        ) if value]
+        ) if value is not None and value is not False and value != ()]
         if given:
             raise ConfigError(
                 f"--resume continues the run with its own config.yaml: drop {', '.join(given)}"
@@ -143,6 +144,8 @@ def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine
         _start_training(resume.config, verbose, resume)
         return
 
+    if no_summary and not dry_run:
+        raise UsageError("--no-summary goes with --dry-run: add --dry-run, or drop --no-summary")
     from mnist_cli.config import load_config
 
     flags = {
@@ -216,7 +219,7 @@ def _locate_and_activate(model_path: str, config_path: str | None, backend: str 
                    "directory, or the model file's folder).")
 @click.option("--predictions", "predictions_path", type=click.Path(dir_okay=False),
               metavar="FILE", help="Also save every sample's prediction as CSV (index, true, "
-                                   "predicted, probability, top 3).")
+                                   "predicted, probability, true_probability, top_3).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_BACKEND_OPTION
 def evaluate(model_path, config_path, split, data_path, output_folder, predictions_path,
@@ -407,8 +410,11 @@ def compare(run_dirs, out) -> None:
     """
     from mnist_cli.catalog import compare_runs, format_runs_table
 
-    summaries = compare_runs(list(run_dirs), out)
+    summaries, skipped = compare_runs(list(run_dirs), out)
     click.echo(format_runs_table(summaries))
+    if skipped:
+        click.echo(f"(skipped, not a run with a recorded epoch: "
+                   f"{', '.join(path.name for path in skipped)})")
     click.echo(f"Wrote {out}")
 
 

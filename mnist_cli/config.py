@@ -235,7 +235,7 @@ class TrainConfig(_Strict):
     loss: Literal["categorical_crossentropy", "mse", "quadratic"] = Field(
         default="categorical_crossentropy",
         description="'quadratic' is Nielsen's cost 1/2 * sum over outputs of (y - a)^2; 'mse' is "
-        "Keras's mean over outputs (10x smaller gradients per output: 1/5 of quadratic's).",
+        "Keras's mean over the 10 outputs (so its gradients are 1/5 of quadratic's).",
     )
     batch_size: Annotated[int, Field(gt=0)] = 128
     epochs: Annotated[int, Field(gt=0)] = 10
@@ -256,9 +256,11 @@ class TrainConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> TrainConfig:
+    def _momentum_needs_its_optimizer(self) -> TrainConfig:
         if self.nesterov and self.optimizer != "sgd":
             raise ValueError("nesterov applies to the sgd optimizer only")
+        if self.momentum and self.optimizer == "adam":
+            raise ValueError("momentum applies to sgd and rmsprop; adam has its own (beta_1)")
         return self
 
 

@@ -18,6 +18,12 @@ class ConfigError(MnistCliError):
     exit_code = 2
 
 
+class UsageError(MnistCliError):
+    """A command-line option is wrong or does not fit the others. Exit 2, as click's own."""
+
+    exit_code = 2
+
+
 class DataError(MnistCliError):
     """A dataset cannot be found, read or trusted."""
 

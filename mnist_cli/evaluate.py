@@ -73,11 +73,6 @@ def classification_metrics(labels: np.ndarray, outputs: np.ndarray) -> dict[str,
     }
 
 
-def misclassified(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
-    """Positions of the wrongly classified samples, in their original order."""
-    return np.flatnonzero(np.argmax(outputs, axis=-1) != np.asarray(labels))
-
-
 def per_class_report(labels: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
     """Precision, recall, F1 and support per digit, with their macro and weighted averages.
 

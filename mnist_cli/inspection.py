@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mnist_cli.config import NUM_CLASSES, Config, load_config
-from mnist_cli.errors import DataError, ImageError, RunDirError
+from mnist_cli.errors import DataError, ImageError, RunDirError, UsageError
 from mnist_cli.evaluate import (
     classification_metrics,
     loss_from_probabilities,
@@ -224,7 +224,7 @@ def load_split(config: Config, split: str = "test", data_path: str | Path | None
         return SplitData("test", data.x_test, data.y_test, data.test_index, data.source)
     if split == "val":
         if len(data.y_val) == 0:
-            raise DataError(
+            raise UsageError(
                 "the run has no validation set (data.validation_split is 0); use --split test"
             )
         return SplitData("val", data.x_val, data.y_val, np.arange(len(data.y_val)), data.source)
@@ -276,7 +276,7 @@ def evaluate_model(source: ModelSource, split: str = "test",
     On the run's own test set the numbers are compared with the `metrics.json` the training
     wrote; the report says whether they agree, so a model file that was replaced or
     damaged after training shows up. `predictions_path` also saves every sample's
-    prediction as CSV (index, true, predicted, probability, top 3).
+    prediction as CSV (index, true, predicted, probability, true_probability, top_3).
     """
     import keras
 
@@ -524,9 +524,9 @@ def show_errors(source: ModelSource, limit: int = ERROR_GRID_LIMIT,
     """
     for value, option in ((true_digit, "--true"), (predicted_digit, "--pred")):
         if value is not None and not 0 <= value < NUM_CLASSES:
-            raise DataError(f"{option} must be a digit 0-9 (got {value})")
+            raise UsageError(f"{option} must be a digit 0-9 (got {value})")
     if true_digit is not None and true_digit == predicted_digit:
-        raise DataError(f"--true and --pred are both {true_digit}: a digit classified as "
+        raise UsageError(f"--true and --pred are both {true_digit}: a digit classified as "
                         "itself is not an error")
     if out is not None:
         require_png(out, "--out")
@@ -680,7 +680,7 @@ def require_png(path: str | Path, option: str) -> Path:
     a typo in an output name does not cost a model load (or print results then fail)."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise DataError(f"{option} {path}: the picture is a PNG; give a file name ending in .png")
+        raise UsageError(f"{option} {path}: the picture is a PNG; give a file name ending in .png")
     return path
 
 

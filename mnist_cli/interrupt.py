@@ -39,10 +39,6 @@ def request_stop() -> None:
     _STOP.set()
 
 
-def clear() -> None:
-    _STOP.clear()
-
-
 @contextlib.contextmanager
 def stop_on_sigint(notice: str = NOTICE) -> Iterator[None]:
     """Within the block, the first SIGINT sets the stop flag; a second raises KeyboardInterrupt.

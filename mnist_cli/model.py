@@ -41,7 +41,8 @@ def build_model(config: Config) -> keras.Sequential:
     """The Dense stack of `config.model` as a `keras.Sequential`, ready to compile.
 
     The initial weights and dropout masks come from Keras's global seed: call
-    `keras.utils.set_random_seed(config.seed)` first for a reproducible model.
+    `backend.seed_everything(config.seed)` first for a reproducible model. An initializer
+    whose arguments Keras refuses only when it makes the weights is a `ConfigError` too.
     """
     model_config = config.model
     if config.data.flatten:
@@ -62,7 +63,13 @@ def build_model(config: Config) -> keras.Sequential:
         )
         if spec.dropout > 0:
             layers.append(keras.layers.Dropout(spec.dropout, name=f"dropout_{position}"))
-    return keras.Sequential(layers, name="mnist_dense")
+    try:
+        return keras.Sequential(layers, name="mnist_dense")  # makes the weights
+    except (ValueError, TypeError) as error:
+        text = " ".join(str(error).split())[:200]
+        raise ConfigError(
+            f"model: the network cannot be built with these initializers ({text})"
+        ) from None
 
 
 def build_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:

@@ -107,10 +107,14 @@ def json_text(value: Any, indent: int = 0) -> str:
     return json.dumps(value)
 
 
+# tempfile's random part is made of [a-z0-9_].
+_TEMPORARY_NAME = re.compile(r"\..*\.[a-z0-9_]+\.tmp(\.[^.]*)?")
+
+
 def is_temporary(name: str) -> bool:
     """True for the name of a temporary file made by `atomic_path` (`.<stem>.<random>.tmp<suffix>`):
     what a process killed in the middle of a save leaves behind."""
-    return name.startswith(".") and ".tmp" in name
+    return _TEMPORARY_NAME.fullmatch(name) is not None
 
 
 def remove_temporaries(folder: str | Path) -> list[Path]:
@@ -155,7 +159,11 @@ def read_history(path: str | Path) -> list[dict[str, float | int | None]]:
     """history.csv as a list of rows; empty cells (no validation set) become None."""
     rows = []
     with open(path, newline="", encoding="utf-8") as handle:
-        for raw in csv.DictReader(handle):
+        try:
+            raws = list(csv.DictReader(handle))
+        except csv.Error as error:  # not a ValueError: say it as one, as for a bad number
+            raise RunDirError(f"{path} is not a readable CSV file ({error})") from None
+        for raw in raws:
             row: dict[str, float | int | None] = {}
             for key, value in raw.items():
                 if key is None:

@@ -66,8 +66,6 @@ from mnist_cli.runs import (
     write_text_atomic,
 )
 
-ERROR_GRID_LIMIT = 30
-
 
 def _float_or_none(value: Any) -> float | None:
     """A metric as a plain float, written with the digits its float32 value really has."""
@@ -156,7 +154,7 @@ class EpochRecorder:
                 self.best_weights = self.model.get_weights()
             return False
         self.epochs_without_improvement += 1
-        if self.epochs_without_improvement > settings.patience:
+        if self.epochs_without_improvement >= settings.patience:  # as keras.callbacks.EarlyStopping
             self.stopped_early = True
             return True
         return False
@@ -373,6 +371,9 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
     resolved.runtime.backend = keras.backend.backend()
     resolved.train.engine = engine
     checkpoint = resume.checkpoint if resume is not None else None
+    # Built before the run directory: a config error Keras finds (an initializer's
+    # arguments, say) leaves no empty run behind.
+    model = compile_model(build_model(config), config)
 
     if resume is None:
         run = RunDir(create_run_dir(config.output.root, config.name))
@@ -394,7 +395,6 @@ def train(config: Config, *, echo: Callable[[str], None] = print,
     try:
         echo(f"Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} validation, "
              f"{len(data.y_test)} test")
-        model = compile_model(build_model(config), config)
         # Keras's progress bar replaces the per-epoch lines only where Keras trains.
         recorder = EpochRecorder(run, resolved, model,
                                  echo=None if progress_bar and engine == "fit" else echo)
@@ -498,9 +498,8 @@ def test_metrics(model: keras.Model, config: Config,
     return metrics, outputs
 
 
-def write_error_grid(path: Path, data: PreparedData, outputs: np.ndarray, name: str,
-                     limit: int = ERROR_GRID_LIMIT) -> None:
+def write_error_grid(path: Path, data: PreparedData, outputs: np.ndarray, name: str) -> None:
     """errors.png: drawn by the function `mnist show-errors` uses, so both look alike."""
     from mnist_cli.inspection import write_error_grid as draw_error_grid
 
-    draw_error_grid(path, data.x_test, data.y_test, outputs, data.test_index, name, limit=limit)
+    draw_error_grid(path, data.x_test, data.y_test, outputs, data.test_index, name)

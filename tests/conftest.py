@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 IMAGE_SIDE = 28
 
@@ -97,10 +98,13 @@ def mnist_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def small_config_dict(mnist_path: Path, tmp_path: Path) -> dict:
-    """A config for a tiny, fast run (2000 training images, 2 epochs of a 784-32-10 net)."""
-    return {
+def tiny_config_data(mnist_path: Path, output_root: Path, **sections) -> dict:
+    """The config of a tiny, fast run: 2000 training images, 2 epochs of a 784-32-10 net.
+
+    Each keyword changes one section: a dict updates it, anything else replaces it
+    (`train={"epochs": 1}`, `name="engines"`).
+    """
+    data = {
         "name": "tiny",
         "seed": 0,
         "data": {
@@ -110,5 +114,22 @@ def small_config_dict(mnist_path: Path, tmp_path: Path) -> dict:
         },
         "model": {"layers": [784, 32, 10]},
         "train": {"epochs": 2, "batch_size": 64},
-        "output": {"root": str(tmp_path / "outputs")},
+        "output": {"root": str(output_root)},
     }
+    for section, value in sections.items():
+        if isinstance(value, dict):
+            data.setdefault(section, {}).update(value)
+        else:
+            data[section] = value
+    return data
+
+
+def write_tiny_config(path: Path, mnist_path: Path, output_root: Path, **sections) -> Path:
+    """`tiny_config_data(...)` written as YAML to `path`."""
+    path.write_text(yaml.safe_dump(tiny_config_data(mnist_path, output_root, **sections)))
+    return path
+
+
+@pytest.fixture
+def small_config_dict(mnist_path: Path, tmp_path: Path) -> dict:
+    return tiny_config_data(mnist_path, tmp_path / "outputs")

@@ -255,6 +255,11 @@ CASES = [
     ("--resume with a config", lambda workspace: [
         "train", "--resume", str(workspace.folder), "-c", str(workspace.config)], 2,
      "--resume continues the run with its own config.yaml: drop --config"),
+    ("--resume with --seed 0", lambda workspace: [
+        "train", "--resume", str(workspace.folder), "--seed", "0"], 2, "drop --seed"),
+    ("--no-summary without --dry-run", lambda workspace: [
+        "train", "-c", str(workspace.config), "--no-summary"], 2,
+     "--no-summary goes with --dry-run"),
     (".keras that is not a model", _fake_model, 1, "is not a Keras model that can be loaded"),
     ("output folder under a file", _output_is_a_file, 1, "cannot create the output folder"),
     ("read-only output folder", _read_only_output, 1, "is not writable"),

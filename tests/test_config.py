@@ -90,6 +90,8 @@ def test_resolved_config_round_trips(tmp_path):
     ("", "the config file is empty"),
     ("train:\n  epochs: [3\n", "YAML syntax error"),
     ("name: ../../etc\n", "name: use only letters"),
+    ("train:\n  optimizer: adam\n  momentum: 0.9\n", "momentum applies to sgd and rmsprop"),
+    ("train:\n  optimizer: rmsprop\n  nesterov: true\n", "nesterov applies to the sgd"),
 ])
 def test_bad_configs_give_one_line_and_exit_2(tmp_path, text, expected):
     path = write_config(tmp_path, text)

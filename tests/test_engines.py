@@ -15,7 +15,6 @@ resume is exact on both backends (JAX: test_resume.py; TensorFlow: here).
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -26,8 +25,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
+from conftest import write_tiny_config
 
 from mnist_cli.backend import activate_backend, resolve_backend
 from mnist_cli.checkpoints import Checkpoint
@@ -41,14 +40,6 @@ PROJECT = Path(__file__).resolve().parent.parent
 NATIVE_NOISE = ("I0000", "E0000", "W0000", "port.cc", "cudart_stub", "cuda_platform",
                 "absl::InitializeLog", "cpu_feature_guard")
 
-TINY = {
-    "name": "engines",
-    "seed": 0,
-    "data": {"subset": {"train": 2000, "test": 500}, "validation_split": 0.1},
-    "model": {"layers": [784, 32, 10]},
-    "train": {"epochs": 3, "batch_size": 64},
-}
-
 on_jax = pytest.mark.skipif(resolve_backend("auto") != "jax",
                             reason="the in-process engine tests run on the JAX backend")
 
@@ -60,15 +51,10 @@ def keras_backend() -> str:
 
 
 def tiny_config(folder: Path, mnist_path: Path, engine: str, **changes) -> Path:
-    data = copy.deepcopy(TINY)
-    data["data"]["path"] = str(mnist_path)
-    data["train"]["engine"] = engine
-    data["output"] = {"root": str(folder / engine)}
-    for section, values in changes.items():
-        data[section].update(values)
-    path = folder / f"{engine}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    """The tiny run, 3 epochs, with the given engine, into `folder/<engine>`."""
+    changes["train"] = {"epochs": 3, "engine": engine, **changes.get("train", {})}
+    return write_tiny_config(folder / f"{engine}.yaml", mnist_path, folder / engine,
+                             name="engines", **changes)
 
 
 def run_results(output_root: Path) -> tuple[list[dict], dict]:

@@ -18,19 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
+from conftest import write_tiny_config
 from PIL import Image
 
 from mnist_cli.cli import cli
-
-TINY = {
-    "name": "tiny",
-    "seed": 0,
-    "data": {"subset": {"train": 2000, "test": 500}, "validation_split": 0.1},
-    "model": {"layers": [784, 32, 10]},
-    "train": {"epochs": 2, "batch_size": 64},
-}
 
 
 def invoke(*arguments: str):
@@ -51,10 +43,7 @@ def assert_one_error_line(result, *fragments: str) -> None:
 @pytest.fixture(scope="module")
 def run(mnist_path, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("inspect")
-    config = dict(TINY, data=dict(TINY["data"], path=str(mnist_path)),
-                  output={"root": str(folder / "outputs")})
-    config_path = folder / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path = write_tiny_config(folder / "tiny.yaml", mnist_path, folder / "outputs")
     result = invoke("train", "--config", config_path)
     assert result.exit_code == 0, result.output
     (run_dir,) = (folder / "outputs").iterdir()
@@ -286,7 +275,12 @@ def test_show_errors_with_nothing_to_show(run, evaluated):
 def test_show_errors_rejects_bad_options(run):
     assert invoke("show-errors", run, "--true", "12").exit_code == 2
     assert invoke("show-errors", run, "--limit", "0").exit_code == 2
-    assert_one_error_line(invoke("show-errors", run, "--out", "errors.jpg"), ".png")
+    wrong_picture = invoke("show-errors", run, "--out", "errors.jpg")
+    assert_one_error_line(wrong_picture, ".png")
+    assert wrong_picture.exit_code == 2
+    same_digit = invoke("show-errors", run, "--true", "4", "--pred", "4")
+    assert_one_error_line(same_digit, "--true and --pred")
+    assert same_digit.exit_code == 2
 
 
 def test_error_selection_and_grid_without_errors(tmp_path):
@@ -552,12 +546,21 @@ def test_compare_draws_several_runs(run, tmp_path):
     assert is_png(out, 800)
 
 
-def test_compare_refuses_what_it_cannot_draw(run, tmp_path):
-    assert_one_error_line(invoke("compare", run, tmp_path, "--out", tmp_path / "c.png"),
-                          "not a run directory")
-    assert_one_error_line(invoke("compare", run, "--out", tmp_path / "c.pdf"), ".png")
+def test_compare_skips_what_is_not_a_run_and_refuses_nothing_to_draw(run, tmp_path):
+    not_a_run = tmp_path / "bench"
+    not_a_run.mkdir()
     no_history = tmp_path / "no-history"
     shutil.copytree(run, no_history)
     (no_history / "history.csv").unlink()
-    assert_one_error_line(invoke("compare", no_history, "--out", tmp_path / "c.png"),
-                          "no history.csv")
+    out = tmp_path / "c.png"
+    result = invoke("compare", run, not_a_run, no_history, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "skipped, not a run with a recorded epoch: bench, no-history" in result.output
+    assert is_png(out, 800)
+
+    nothing = invoke("compare", not_a_run, no_history, "--out", tmp_path / "d.png")
+    assert_one_error_line(nothing, "no run with a recorded epoch")
+    assert not (tmp_path / "d.png").exists()
+    wrong_picture = invoke("compare", run, "--out", tmp_path / "c.pdf")
+    assert_one_error_line(wrong_picture, ".png")
+    assert wrong_picture.exit_code == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import subprocess
@@ -11,36 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
+from conftest import write_tiny_config
 from PIL import Image
 
 from mnist_cli.cli import cli
 from mnist_cli.config import load_config
 from mnist_cli.runs import HISTORY_COLUMNS
 
-TINY = {
-    "name": "tiny",
-    "seed": 0,
-    "data": {"subset": {"train": 2000, "test": 500}, "validation_split": 0.1},
-    "model": {"layers": [784, 32, 10]},
-    "train": {"epochs": 2, "batch_size": 64},
-}
-
-
-def write_yaml(path: Path, data: dict) -> Path:
-    path.write_text(yaml.safe_dump(data))
-    return path
-
 
 def tiny_config(folder: Path, mnist_path: Path, **sections) -> Path:
-    data = copy.deepcopy(TINY)
-    data["data"]["path"] = str(mnist_path)
-    data["output"] = {"root": str(folder / "outputs")}
-    for key, value in sections.items():
-        data.setdefault(key, {}).update(value) if isinstance(value, dict) else data.update(
-            {key: value})
-    return write_yaml(folder / "tiny.yaml", data)
+    return write_tiny_config(folder / "tiny.yaml", mnist_path, folder / "outputs", **sections)
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +144,25 @@ def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "mnist_cli", "--help"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "Example:" in result.stdout
+
+
+def test_early_stopping_counts_patience_as_keras_does(tmp_path, mnist_path):
+    # min_delta 10: no epoch after the first improves on it, so patience 1 stops after epoch 2.
+    config_path = tiny_config(tmp_path, mnist_path, train={"epochs": 5, "early_stopping": {
+        "monitor": "val_loss", "patience": 1, "min_delta": 10.0}})
+    result = CliRunner().invoke(cli, ["train", "-c", str(config_path)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "outputs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with open(run_dir / "history.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
+    assert metrics["stopped_early"] is True and metrics["best_epoch"] == 1
+
+
+def test_initializer_keras_refuses_is_a_config_error_and_leaves_no_run(tmp_path, mnist_path):
+    config_path = tiny_config(tmp_path, mnist_path, model={
+        "kernel_initializer": {"name": "random_normal", "stddev": "wide"}})
+    result = CliRunner().invoke(cli, ["train", "-c", str(config_path)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: model") and "Traceback" not in result.output
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
