@@ -229,16 +229,20 @@ KILL_POINTS = ["in an epoch", "saving .checkpoint", "in an epoch", "saving .hist
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(),
                     reason="slow_train.py names the file being saved through /proc")
-def test_kill_9_at_random_points_then_resume(setup, reference):
-    folder, config_path = setup
+@pytest.mark.parametrize("engine", ["fit", "fast"])
+def test_kill_9_at_random_points_then_resume(engine, request):
+    folder, config_path = request.getfixturevalue("setup" if engine == "fit" else "fast_setup")
+    reference = request.getfixturevalue("reference" if engine == "fit" else "fast_reference")
+    # Stretch what a kill should land in: the batches of `fit`, the epochs of `fast`.
+    delays = {"batch_delay": 0.01} if engine == "fit" else {"epoch_delay": 0.1}
     # Not random.randrange: training seeds Python's generator. Set the variable to replay.
     seed = int(os.environ.get("MNIST_TEST_FAULT_SEED") or int.from_bytes(os.urandom(3), "big"))
     rng = random.Random(seed)
-    output_root = folder / "killed"
+    output_root = folder / f"killed-{engine}"
     arguments = ["-c", str(config_path), "--out", str(output_root)]
     tried, survived, temporaries, progress = 0, 0, 0, []
     for point in KILL_POINTS:
-        training = Training(arguments, folder, batch_delay=0.01, save_delay=0.15)
+        training = Training(arguments, folder, save_delay=0.15, **delays)
         if point == "in an epoch":
             reached = training.wait_for(r"epoch \d/6")
             time.sleep(rng.uniform(0.0, 0.5))
@@ -265,10 +269,10 @@ def test_kill_9_at_random_points_then_resume(setup, reference):
     assert result.exit_code == 0, result.output
     assert not [path for path in run_dir.iterdir() if is_temporary(path.name)]
     assert numbers(run_dir) == numbers(reference), f"seed {seed}"
-    print(f"\nfault injection (seed {seed}): {tried} kill -9 points tried, {survived} "
-          f"survived (every file complete, resume finished with the reference's numbers); "
-          f"epochs saved at each kill {progress}; {temporaries} half-written temporary "
-          "files found and cleaned")
+    print(f"\nfault injection ({engine} engine, seed {seed}): {tried} kill -9 points tried, "
+          f"{survived} survived (every file complete, resume finished with the reference's "
+          f"numbers); epochs saved at each kill {progress}; {temporaries} half-written "
+          "temporary files found and cleaned")
 
 
 @pytest.mark.parametrize("engine", ["fit", "fast"])
