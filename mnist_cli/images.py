@@ -27,9 +27,7 @@ This module imports neither Keras nor TensorFlow: preparing an image must stay i
 from __future__ import annotations
 
 import math
-import os
 import struct
-import uuid
 import warnings
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from mnist_cli.errors import ImageError
+from mnist_cli.runs import save_with
 
 MNIST_SIDE = 28
 """Side of an MNIST image, in pixels."""
@@ -121,8 +120,8 @@ def prepare_digit(image: np.ndarray) -> np.ndarray:
 def save_digit_png(image28: np.ndarray, path: str | Path) -> None:
     """Write a prepared 28x28 digit as an 8-bit greyscale PNG (for `--save-preprocessed`).
 
-    The file is written to a temporary name in the same folder and then renamed over `path`,
-    so a crash or a full disk never leaves a half-written PNG where the user looks for it.
+    The file is written atomically (`runs.save_with`), so a crash or a full disk never
+    leaves a half-written PNG where the user looks for it.
     Raises `ImageError` when the array is not a 28x28 image or the file cannot be written.
     """
     path = Path(path)
@@ -133,15 +132,9 @@ def save_digit_png(image28: np.ndarray, path: str | Path) -> None:
         if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
             raise ImageError(f"{path}: the digit to save must hold finite grey levels")
         array = np.clip(np.rint(array), 0, 255).astype(np.uint8)
-    # A unique name opened with "x" (create, never overwrite) rather than tempfile's: tempfile
-    # creates files readable by their owner only, and the rename would keep that mode.
-    temporary_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(temporary_path, "xb") as temporary_file:
-            Image.fromarray(array).save(temporary_file, format="PNG")
-        os.replace(temporary_path, path)
+        save_with(path, lambda temporary: Image.fromarray(array).save(temporary, format="PNG"))
     except OSError as error:
-        temporary_path.unlink(missing_ok=True)
         reason = error.strerror or str(error)
         raise ImageError(f"{path}: cannot write the preprocessed image ({reason})") from None
 
