@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from mnist_cli.config import Config, load_config
-from mnist_cli.errors import RunDirError
+from mnist_cli.errors import RunDirError, describe_error
 from mnist_cli.runs import RunDir, json_text, open_run_dir, save_with
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -178,8 +178,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
             zlib.error) as error:
-        reason = " ".join(str(error).split())[:150] or type(error).__name__
-        raise RunDirError(f"{damaged} ({type(error).__name__}: {reason})") from None
+        raise RunDirError(f"{damaged} ({describe_error(error, 150)})") from None
     if checkpoint.epochs_done < 0 or checkpoint.batches_done < 0 or len(
         checkpoint.history
     ) != checkpoint.epochs_done:

@@ -44,7 +44,7 @@ from mnist_cli.config import (
     DataConfig,
     validation_count,
 )
-from mnist_cli.errors import ConfigError, DataError
+from mnist_cli.errors import ConfigError, DataError, describe_error
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -254,11 +254,11 @@ def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.nd
         raise DataError(f"{path}: is a folder, not an IDX file") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise DataError(
-            f"{path}: truncated or corrupt gzip file ({_reason(error)}); "
+            f"{path}: truncated or corrupt gzip file ({describe_error(error)}); "
             "download or unpack it again"
         ) from None
     except OSError as error:
-        raise DataError(f"{path}: cannot read the IDX file ({_reason(error)})") from None
+        raise DataError(f"{path}: cannot read the IDX file ({describe_error(error)})") from None
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("="))
     return array
@@ -294,7 +294,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
             stream.write(header)
             stream.write(big_endian.reshape(-1).view(np.uint8))
     except OSError as error:
-        raise DataError(f"{path}: cannot write the IDX file ({_reason(error)})") from None
+        raise DataError(f"{path}: cannot write the IDX file ({describe_error(error)})") from None
 
 
 def _find_idx_file(folder: Path, stem: str, ndim: int) -> Path | None:
@@ -359,7 +359,7 @@ def _load_npz(path: Path, source: str) -> RawData:
     except DataError:
         raise
     except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error, KeyError) as error:
-        raise DataError(f"{unreadable} ({_reason(error)})") from None
+        raise DataError(f"{unreadable} ({describe_error(error)})") from None
     return _checked(arrays, source)
 
 
@@ -373,14 +373,6 @@ def _load_local(resolved: ResolvedPath) -> RawData:
 # ---------------------------------------------------------------------------------------
 # Checks shared by every loader
 # ---------------------------------------------------------------------------------------
-
-
-def _reason(error: BaseException) -> str:
-    """One short line out of any exception, for messages that must stay on one line."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(error).__name__}: {text}"
 
 
 def _as_pixels(array: np.ndarray, where: str) -> np.ndarray:
@@ -547,9 +539,10 @@ def _download_keras_dataset(dataset: str) -> RawData:
         cache = keras_cache_candidates(dataset)[0]
         raise DataError(
             f"{dataset}: no local copy found (data.path and {locations.environment_variable} "
-            f"unset, nothing at {cache}) and the download failed ({_reason(error)}); point at "
-            f"a local copy: data.path in the config, --set data.path={locations.example_path}, "
-            f"or {locations.environment_variable}={locations.example_path} (a .npz in the "
+            f"unset, nothing at {cache}) and the download failed ({describe_error(error)}); "
+            f"point at a local copy: data.path in the config, "
+            f"--set data.path={locations.example_path}, or "
+            f"{locations.environment_variable}={locations.example_path} (a .npz in the "
             "Keras layout or a folder of IDX files)"
         ) from None
     source = f"keras download {keras_cache_candidates(dataset)[0]}"
@@ -626,9 +619,10 @@ def _load_openml(data: DataConfig, seed: int) -> RawData:
         features, targets = fetch_openml_mnist()
     except Exception as error:  # network, HTTP and OpenML errors share no base class
         raise DataError(
-            f"openml: cannot fetch mnist_784 ({_reason(error)}); connect to the internet once "
-            "(scikit-learn caches it), or use a local copy: --set data.path=/path/to/mnist.npz"
-            " or dataset: mnist with MNIST_DATA=/path/to/mnist.npz"
+            f"openml: cannot fetch mnist_784 ({describe_error(error)}); connect to the "
+            "internet once (scikit-learn caches it), or use a local copy: "
+            "--set data.path=/path/to/mnist.npz or dataset: mnist with "
+            "MNIST_DATA=/path/to/mnist.npz"
         ) from None
     source = "openml mnist_784"
     try:

@@ -6,6 +6,15 @@ subclass of `MnistCliError`, which is a `ValueError`. The CLI turns these into o
 """
 
 
+def describe_error(error: BaseException, limit: int = 200) -> str:
+    """`Type: message` of any exception on one short line, for messages that must stay on
+    one line (the reason a file could not be read, say)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{type(error).__name__}: {text}"
+
+
 class MnistCliError(ValueError):
     """Base class: a problem the user can fix. `exit_code` is what the CLI exits with."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 
 from mnist_cli.config import IMAGE_SIDE, NUM_FEATURES, Config, Initializer, TrainConfig
-from mnist_cli.errors import ConfigError
+from mnist_cli.errors import ConfigError, describe_error
 
 
 @keras.saving.register_keras_serializable(package="mnist_cli")
@@ -66,9 +66,9 @@ def build_model(config: Config) -> keras.Sequential:
     try:
         return keras.Sequential(layers, name="mnist_dense")  # makes the weights
     except (ValueError, TypeError) as error:
-        text = " ".join(str(error).split())[:200]
         raise ConfigError(
-            f"model: the network cannot be built with these initializers ({text})"
+            f"model: the network cannot be built with these initializers "
+            f"({describe_error(error)})"
         ) from None
 
 
