@@ -7,9 +7,10 @@ a slow minute of a noisy machine does not land on one candidate), and the table 
 medians:
 
 - `plain`: bench/plain_keras.py, `model.fit` as a user writes it, TensorFlow backend;
-- `mnist <backend> <engine>`: `mnist train` with each backend (jax, tensorflow) and engine
-  (fast, fit); the JAX fast engine twice: with its compile cache `warm` (filled by a run
-  before the rounds) and `cold` (an empty cache folder for every run).
+- `mnist <backend> <engine>`: `mnist train` with each backend (jax, tensorflow, torch) and
+  engine (fast, fit; torch has fit only); the JAX fast engine twice: with its compile cache
+  `warm` (filled by a run before the rounds) and `cold` (an empty cache folder for every
+  run). A backend that is not installed is left out, with a note.
 
 Per candidate: fit seconds (the plain script: `model.fit`; mnist-cli: `train_seconds` of
 metrics.json, the engine's whole work: data to the device, compiling, the epochs, the
@@ -25,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -49,6 +51,7 @@ CANDIDATES = [
     ("mnist jax fit", "jax", "fit", None),
     ("mnist tensorflow fast", "tensorflow", "fast", None),
     ("mnist tensorflow fit", "tensorflow", "fit", None),
+    ("mnist torch fit", "torch", "fit", None),
 ]
 PLAIN = "plain Keras (tensorflow, model.fit)"
 
@@ -239,11 +242,18 @@ def main() -> None:
         candidates = [candidate for candidate in candidates
                       if any(text in candidate[0] for text in arguments.only)
                       or candidate[0] == PLAIN]
+    missing = sorted({backend for _, backend, _, _ in candidates
+                      if backend and importlib.util.find_spec(backend) is None})
+    if missing:
+        print(f"not installed, left out: {', '.join(missing)}", flush=True)
+        candidates = [candidate for candidate in candidates if candidate[1] not in missing]
     scratch = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
     warm_cache = scratch / "jax-cache-warm"
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     help_times: list[float] = []
-    import_times: dict[str, list[float]] = {"jax": [], "tensorflow": []}
+    import_times: dict[str, list[float]] = {
+        backend: [] for backend in ("jax", "tensorflow", "torch")
+        if importlib.util.find_spec(backend) is not None}
     pressure_at_start = cpu_pressure()
     started = time.time()
     try:
