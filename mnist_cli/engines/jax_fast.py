@@ -25,10 +25,10 @@ Two exact shortcuts for the first Dense layer, which reads the inputs:
   gives its kernel row a zero gradient in every step. Adam, SGD and RMSprop without weight
   decay then leave that row, and its optimizer slots, exactly as they are when the slots
   start at zero (they do, unless the data changed, which resume refuses; checked anyway).
-  So the program trains on the live columns only (110 of 784 are dead in binarized
-  MNIST), and the dead rows are put back, unchanged, into the full kernel for validation
-  and for the Keras variables. Preparing it costs more than one epoch saves, so a
-  one-epoch run does without (`DEAD_COLUMNS_MIN_EPOCHS`).
+  So the program trains on the live columns only (111 of 784 are dead in the recipe's
+  54000 binarized training images), and the dead rows are put back, unchanged, into the
+  full kernel for validation and for the Keras variables. Preparing it costs more than one
+  epoch saves, so a one-epoch run does without (`DEAD_COLUMNS_MIN_EPOCHS`).
 
 `enable_compile_cache` turns on JAX's persistent compilation cache, so a second run of
 the same config reads the compiled epoch from disk instead of compiling it again.
