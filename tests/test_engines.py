@@ -268,7 +268,10 @@ def test_fast_engine_refuses_layers_it_would_train_differently():
 with_tensorflow = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,
                                      reason="TensorFlow is not installed")
 
-TENSORFLOW_RUNS = """
+# What the backend scripts below share: `mnist(...)` runs the CLI in this process and
+# returns its exit code; `stop_after_the_first_epoch_then_resume(...)` trains as Ctrl-C
+# would stop it after epoch 1 (exit 130), then resumes the run.
+SCRIPT_PRELUDE = """
 import sys
 from pathlib import Path
 
@@ -287,27 +290,43 @@ def mnist(*arguments):
     return code or 0
 
 
+def stop_after_the_first_epoch_then_resume(*arguments):
+    save_epoch = Checkpointer.save_epoch
+
+    def stop_after_the_first_epoch(self, epoch):
+        save_epoch(self, epoch)
+        if epoch == 0:
+            interrupt.request_stop()
+
+    Checkpointer.save_epoch = stop_after_the_first_epoch
+    try:
+        assert mnist("train", *arguments) == 130
+    finally:
+        Checkpointer.save_epoch = save_epoch
+    (run,) = Path(arguments[arguments.index("--out") + 1]).iterdir()
+    assert mnist("train", "--resume", str(run)) == 0
+"""
+
+TENSORFLOW_RUNS = SCRIPT_PRELUDE + """
 common = ["-c", config, "--backend", "tensorflow"]
 assert mnist("train", *common, "--engine", "fast", "--out", str(out / "fast")) == 0
 assert mnist("train", *common, "--engine", "fit", "--out", str(out / "fit")) == 0
 # With dropout: uninterrupted, then stopped after epoch 1 (as Ctrl-C is) and resumed.
 dropout = [*common, "--engine", "fast", "--set", "model.dropout=0.1"]
 assert mnist("train", *dropout, "--out", str(out / "dropout")) == 0
-save_epoch = Checkpointer.save_epoch
-
-
-def stop_after_the_first_epoch(self, epoch):
-    save_epoch(self, epoch)
-    if epoch == 0:
-        interrupt.request_stop()
-
-
-Checkpointer.save_epoch = stop_after_the_first_epoch
-assert mnist("train", *dropout, "--out", str(out / "stopped")) == 130
-Checkpointer.save_epoch = save_epoch
-(run,) = (out / "stopped").iterdir()
-assert mnist("train", "--resume", str(run)) == 0
+stop_after_the_first_epoch_then_resume(*dropout, "--out", str(out / "stopped"))
 """
+
+
+def run_script(script: str, config_path: Path, outputs: Path,
+               removed: tuple[str, ...] = ("KERAS_BACKEND",)) -> subprocess.CompletedProcess:
+    """Run one of the scripts above in a fresh Python, without the `removed` variables."""
+    environment = {key: value for key, value in os.environ.items() if key not in removed}
+    result = subprocess.run([sys.executable, "-c", script, str(config_path), str(outputs)],
+                            capture_output=True, text=True, env=environment, cwd=PROJECT,
+                            check=False, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
 
 
 def without_timings(history: list[dict], metrics: dict) -> tuple[list[dict], dict]:
@@ -325,12 +344,8 @@ def test_tensorflow_engines_agree_resume_exactly_and_stay_quiet(tmp_path: Path,
     seed generators' states are Keras variables, saved and restored); and not one native
     log line from TensorFlow on the way."""
     config_path = tiny_config(tmp_path, mnist_path, "auto")
-    environment = {key: value for key, value in os.environ.items()
-                   if key not in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}
-    result = subprocess.run([sys.executable, "-c", TENSORFLOW_RUNS, str(config_path),
-                             str(tmp_path / "outputs")], capture_output=True, text=True,
-                            env=environment, cwd=PROJECT, check=False, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    result = run_script(TENSORFLOW_RUNS, config_path, tmp_path / "outputs",
+                        removed=("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL"))
     noise = [line for line in result.stderr.splitlines()
              if any(mark in line for mark in NATIVE_NOISE)]
     assert noise == [], "TensorFlow's native log lines reached the terminal"
@@ -353,45 +368,14 @@ def test_tensorflow_engines_agree_resume_exactly_and_stay_quiet(tmp_path: Path,
 with_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                 reason="torch is not installed (pip install torch)")
 
-TORCH_RUNS = """
-import sys
-from pathlib import Path
-
-from mnist_cli import interrupt
-from mnist_cli.checkpoints import Checkpointer
-from mnist_cli.cli import cli
-
-config, out = sys.argv[1], Path(sys.argv[2])
-
-
-def mnist(*arguments):
-    try:
-        code = cli.main(list(arguments), prog_name="mnist", standalone_mode=False)
-    except SystemExit as exit:
-        code = exit.code
-    return code or 0
-
-
+TORCH_RUNS = SCRIPT_PRELUDE + """
 common = ["-c", config, "--backend", "torch"]
 assert mnist("train", *common, "--engine", "fast", "--out", str(out / "refused")) == 2
 assert mnist("train", *common, "--out", str(out / "first")) == 0
 assert mnist("train", *common, "--out", str(out / "second")) == 0
 (run,) = (out / "first").iterdir()
 assert mnist("evaluate", str(run)) == 0
-save_epoch = Checkpointer.save_epoch
-
-
-def stop_after_the_first_epoch(self, epoch):
-    save_epoch(self, epoch)
-    if epoch == 0:
-        interrupt.request_stop()
-
-
-Checkpointer.save_epoch = stop_after_the_first_epoch
-assert mnist("train", *common, "--out", str(out / "stopped")) == 130
-Checkpointer.save_epoch = save_epoch
-(run,) = (out / "stopped").iterdir()
-assert mnist("train", "--resume", str(run)) == 0
+stop_after_the_first_epoch_then_resume(*common, "--out", str(out / "stopped"))
 """
 
 
@@ -404,11 +388,7 @@ def test_torch_backend_trains_repeatably_evaluates_and_resumes(tmp_path: Path,
     with its own generator, so the resumed epochs see other batches than an uninterrupted
     run: the README says so; epoch 1, trained before the stop, is the same.)"""
     config_path = tiny_config(tmp_path, mnist_path, "auto")
-    environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
-    result = subprocess.run([sys.executable, "-c", TORCH_RUNS, str(config_path),
-                             str(tmp_path / "outputs")], capture_output=True, text=True,
-                            env=environment, cwd=PROJECT, check=False, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    run_script(TORCH_RUNS, config_path, tmp_path / "outputs")
     outputs = tmp_path / "outputs"
     assert not (outputs / "refused").exists() or not any((outputs / "refused").iterdir())
     (first_history, first), (second_history, second) = (
