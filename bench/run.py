@@ -242,8 +242,10 @@ def main() -> None:
         candidates = [candidate for candidate in candidates
                       if any(text in candidate[0] for text in arguments.only)
                       or candidate[0] == PLAIN]
+    installed = [backend for backend in ("jax", "tensorflow", "torch")
+                 if importlib.util.find_spec(backend) is not None]
     missing = sorted({backend for _, backend, _, _ in candidates
-                      if backend and importlib.util.find_spec(backend) is None})
+                      if backend and backend not in installed})
     if missing:
         print(f"not installed, left out: {', '.join(missing)}", flush=True)
         candidates = [candidate for candidate in candidates if candidate[1] not in missing]
@@ -251,9 +253,7 @@ def main() -> None:
     warm_cache = scratch / "jax-cache-warm"
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     help_times: list[float] = []
-    import_times: dict[str, list[float]] = {
-        backend: [] for backend in ("jax", "tensorflow", "torch")
-        if importlib.util.find_spec(backend) is not None}
+    import_times: dict[str, list[float]] = {backend: [] for backend in installed}
     pressure_at_start = cpu_pressure()
     started = time.time()
     try:
