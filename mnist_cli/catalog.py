@@ -16,11 +16,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from mnist_cli.atomic_files import save_with
+from mnist_cli.choices import RUN_SORT_KEYS
 from mnist_cli.config import Config, load_config
-from mnist_cli.errors import MnistCliError, RunDirError, UsageError
-from mnist_cli.runs import RunDir, open_run_dir, read_history, read_json, save_with
-
-SORT_KEYS = ("date", "accuracy")
+from mnist_cli.errors import MnistCliError, RunDirError
+from mnist_cli.runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    RunDir,
+    open_run_dir,
+    read_history,
+    read_json,
+)
 
 # create_run_dir names a run <name>-YYYYmmdd-HHMMSS, with -2, -3 ... on a clash.
 _TIMESTAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
@@ -81,7 +89,7 @@ def summarise_run(path: str | Path) -> RunSummary:
     try:
         config = load_config(run.config)
     except MnistCliError as error:
-        summary.status = f"unreadable config.yaml ({error})"
+        summary.status = f"unreadable {CONFIG_FILE} ({error})"
         return summary
     summary.layers = "-".join(str(size) for size in config.model.stack())
     summary.optimizer = _describe_optimizer(config)
@@ -92,7 +100,7 @@ def summarise_run(path: str | Path) -> RunSummary:
         try:
             metrics = read_json(run.metrics)
         except RunDirError:
-            summary.status = "unreadable metrics.json"
+            summary.status = f"unreadable {METRICS_FILE}"
     if isinstance(metrics, dict):
         accuracy = metrics.get("test_accuracy")
         seconds = metrics.get("train_seconds")
@@ -102,7 +110,7 @@ def summarise_run(path: str | Path) -> RunSummary:
         if isinstance(completed, int) and completed != config.train.epochs:
             summary.epochs = f"{completed}/{config.train.epochs}"
         if not run.model.is_file():
-            summary.status = "no model.keras"
+            summary.status = f"no {MODEL_FILE}"
         return summary
     if summary.complete:
         summary.status = _incomplete_status(run, config)
@@ -117,7 +125,7 @@ def _incomplete_status(run: RunDir, config: Config) -> str:
             epochs_done = len(read_history(run.history))
         except (OSError, ValueError):
             epochs_done = 0
-    return f"incomplete: {epochs_done}/{config.train.epochs} epochs, no metrics.json"
+    return f"incomplete: {epochs_done}/{config.train.epochs} epochs, no {METRICS_FILE}"
 
 
 def find_runs(output_root: str | Path) -> tuple[list[RunSummary], list[Path]]:
@@ -129,14 +137,14 @@ def find_runs(output_root: str | Path) -> tuple[list[RunSummary], list[Path]]:
                           "pass the output root it used (`mnist runs DIR`)")
     if not root.is_dir():
         raise RunDirError(f"{root}: is a file; pass the folder that holds the runs")
-    if (root / "config.yaml").is_file():
+    if RunDir(root).config.is_file():
         return [summarise_run(root)], []
     runs: list[RunSummary] = []
     skipped: list[Path] = []
     for child in sorted(root.iterdir()):
         if not child.is_dir() or child.name.startswith("."):
             continue
-        if not (child / "config.yaml").is_file():
+        if not RunDir(child).config.is_file():
             skipped.append(child)
             continue
         try:
@@ -154,7 +162,7 @@ def sort_runs(runs: list[RunSummary], key: str = "date") -> list[RunSummary]:
     if key == "accuracy":
         return sorted(runs, key=lambda run: (run.test_accuracy is None,
                                              -(run.test_accuracy or 0.0), run.path.name))
-    raise RunDirError(f"sort must be one of {', '.join(SORT_KEYS)} (got {key!r})")
+    raise RunDirError(f"sort must be one of {', '.join(RUN_SORT_KEYS)} (got {key!r})")
 
 
 def _duration(seconds: float | None) -> str:
@@ -211,9 +219,7 @@ def compare_runs(paths: list[str | Path], out: str | Path
     """
     from mnist_cli import plots
 
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"--out {out}: the picture is a PNG; give a file name ending in .png")
+    out = plots.require_png(out, "--out")
     histories = []
     summaries = []
     skipped = []

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from mnist_cli import __version__
+from mnist_cli import __version__, choices
 from mnist_cli.errors import ConfigError, Interrupted, MnistCliError, UsageError
 
 # A command sets ctx.meta[SHOW_TRACEBACKS] = True (`mnist train --verbose`) to let an
@@ -92,10 +92,10 @@ def cli() -> None:
 @click.option("--seed", type=int, help="Shortcut for --set seed=N.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output root for the run directory (--set output.root=DIR).")
-@click.option("--backend", type=click.Choice(["auto", "tensorflow", "jax", "torch"]),
+@click.option("--backend", type=click.Choice(choices.BACKEND_CHOICES),
               help="Keras backend (--set runtime.backend=...); auto: KERAS_BACKEND, else jax "
                    "if installed, else tensorflow.")
-@click.option("--engine", type=click.Choice(["auto", "fit", "fast"]),
+@click.option("--engine", type=click.Choice(choices.ENGINES),
               help="Training loop (--set train.engine=...): fast compiles each epoch into "
                    "one program (auto's choice on jax and tensorflow); fit is Keras's "
                    "model.fit.")
@@ -138,7 +138,7 @@ def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine
             raise ConfigError(
                 f"--resume continues the run with its own config.yaml: drop {', '.join(given)}"
             )
-        from mnist_cli.checkpoints import find_resume_point
+        from mnist_cli.training.checkpoints import find_resume_point
 
         resume = find_resume_point(resume_dir)
         _start_training(resume.config, verbose, resume)
@@ -167,18 +167,16 @@ def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine
 
 
 def _start_training(config, verbose: bool, resume=None) -> None:
-    from mnist_cli.backend import activate_backend
+    from mnist_cli.training.pipeline import train as run_training
 
-    activate_backend(config.runtime.backend, verbose, config.runtime.deterministic)
-    from mnist_cli.train import train as run_training
-
-    run_training(config, echo=click.echo, progress_bar=sys.stdout.isatty(), resume=resume)
+    run_training(config, echo=click.echo, progress_bar=sys.stdout.isatty(), resume=resume,
+                 verbose=verbose)
 
 
 def _print_summary(config, verbose: bool) -> None:
-    from mnist_cli.backend import activate_backend
+    from mnist_cli import runtime
 
-    activate_backend(config.runtime.backend, verbose)
+    runtime.start(config.runtime.backend, verbose=verbose)
     from mnist_cli.model import build_model
 
     click.echo("")
@@ -189,7 +187,7 @@ def _print_summary(config, verbose: bool) -> None:
 # Inspecting runs: evaluate, show-errors, predict, runs, compare
 
 _BACKEND_OPTION = click.option(
-    "--backend", type=click.Choice(["tensorflow", "jax", "torch"]),
+    "--backend", type=click.Choice(choices.BACKENDS),
     help="Keras backend to load the model with (default: the one the run was trained on).")
 _CONFIG_OPTION = click.option(
     "--config", "-c", "config_path", type=click.Path(dir_okay=False),
@@ -197,20 +195,20 @@ _CONFIG_OPTION = click.option(
          "run's config.yaml).")
 
 
-def _locate_and_activate(model_path: str, config_path: str | None, backend: str | None):
+def _locate_and_start(model_path: str, config_path: str | None, backend: str | None):
     """Find the model and its config, then start Keras on the run's backend (or --backend)."""
-    from mnist_cli.backend import activate_backend
-    from mnist_cli.inspection import locate_model
+    from mnist_cli import runtime
+    from mnist_cli.inspection.source import locate_model
 
     source = locate_model(model_path, config_path)
-    activate_backend(backend or source.config.runtime.backend)
+    runtime.start(backend or source.config.runtime.backend)
     return source
 
 
 @cli.command()
 @click.argument("model_path", metavar="RUN_DIR|MODEL.keras")
 @_CONFIG_OPTION
-@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
+@click.option("--split", type=click.Choice(choices.SPLITS), default="test",
               show_default=True, help="Which part of the run's data to evaluate on.")
 @click.option("--data", "data_path", type=click.Path(),
               help="Another copy of the dataset (.npz or IDX folder) instead of the run's.")
@@ -236,9 +234,9 @@ def evaluate(model_path, config_path, split, data_path, output_folder, predictio
       mnist evaluate outputs/my-run --split val --predictions val-predictions.csv
       mnist evaluate saved/model.keras --config configs/keras-784-500-10.yaml --data mnist.npz
     """
-    source = _locate_and_activate(model_path, config_path, backend)
-    from mnist_cli.inspection import evaluate_model, format_evaluation
-    from mnist_cli.runs import json_text
+    source = _locate_and_start(model_path, config_path, backend)
+    from mnist_cli.atomic_files import json_text
+    from mnist_cli.inspection.evaluation import evaluate_model, format_evaluation
 
     evaluation = evaluate_model(source, split, data_path, output_folder, predictions_path)
     if as_json:
@@ -256,7 +254,7 @@ def evaluate(model_path, config_path, split, data_path, output_folder, predictio
               help="How many digits to draw (errors.csv lists them all).")
 @click.option("--per-row", type=click.IntRange(min=1), default=10, show_default=True,
               help="Digits per row of the grid.")
-@click.option("--sort", type=click.Choice(["index", "confidence"]), default="index",
+@click.option("--sort", type=click.Choice(choices.ERROR_SORT_KEYS), default="index",
               show_default=True,
               help="index: test-set order; confidence: most confidently wrong first.")
 @click.option("--true", "true_digit", type=click.IntRange(0, 9), metavar="D",
@@ -283,8 +281,8 @@ def show_errors(model_path, config_path, limit, per_row, sort, true_digit, predi
       mnist show-errors outputs/my-run --sort confidence --limit 20
       mnist show-errors outputs/my-run --true 4 --pred 9 --out fours-as-nines.png
     """
-    source = _locate_and_activate(model_path, config_path, backend)
-    from mnist_cli.inspection import show_errors as find_and_draw_errors
+    source = _locate_and_start(model_path, config_path, backend)
+    from mnist_cli.inspection.misclassified import show_errors as find_and_draw_errors
 
     result = find_and_draw_errors(source, limit, per_row, sort, true_digit, predicted_digit,
                                   out, data_path)
@@ -329,12 +327,12 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
       mnist predict outputs/my-run seven.png --save-preprocessed preprocessed/
       mnist predict outputs/my-run digits/*.png --plot predictions.png
     """
-    from mnist_cli.inspection import require_png
+    from mnist_cli.plots import require_png
 
     if plot_path is not None:
         require_png(plot_path, "--plot")
-    source = _locate_and_activate(model_path, config_path, backend)
-    from mnist_cli.inspection import format_prediction, predict_images
+    source = _locate_and_start(model_path, config_path, backend)
+    from mnist_cli.inspection.prediction import format_prediction, predict_images
 
     results = predict_images(source, images, save_preprocessed)
     failures = [result for result in results if result.error is not None]
@@ -348,7 +346,7 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
             if result.error is None:
                 click.echo(format_prediction(result, width))
     if plot_path is not None and len(failures) < len(results):
-        from mnist_cli.inspection import write_predictions_figure
+        from mnist_cli.inspection.prediction import write_predictions_figure
 
         written = write_predictions_figure(results, plot_path, source.name)
         if not as_json:
@@ -361,7 +359,7 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
 
 @cli.command()
 @click.argument("output_root", default="outputs", type=click.Path())
-@click.option("--sort", type=click.Choice(["date", "accuracy"]), default="date",
+@click.option("--sort", type=click.Choice(choices.RUN_SORT_KEYS), default="date",
               show_default=True, help="date: oldest first; accuracy: best test accuracy first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
 def runs(output_root, sort, as_json) -> None:

@@ -6,13 +6,17 @@ subclass of `MnistCliError`, which is a `ValueError`. The CLI turns these into o
 """
 
 
-def describe_error(error: BaseException, limit: int = 200) -> str:
-    """`Type: message` of any exception on one short line, for messages that must stay on
-    one line (the reason a file could not be read, say)."""
-    text = " ".join(str(error).split()) or type(error).__name__
+def describe_error(error: BaseException, limit: int = 200, *, with_type: bool = True) -> str:
+    """The reason an exception gives, on one short line: its first line of text, cut at
+    `limit` characters, after `Type: ` unless `with_type` is False (the type alone when the
+    exception has no text). Every message that quotes a library's exception uses this."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines[0].split()) if lines else ""
     if len(text) > limit:
         text = text[:limit - 3] + "..."
-    return f"{type(error).__name__}: {text}"
+    if not text:
+        return type(error).__name__
+    return f"{type(error).__name__}: {text}" if with_type else text
 
 
 class MnistCliError(ValueError):

@@ -7,6 +7,7 @@ Figures are built with `matplotlib.figure.Figure` rather than pyplot, so nothing
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -14,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from mnist_cli.errors import UsageError  # noqa: E402
 
 
 def learning_curves_figure(history: Sequence[dict[str, Any]], title: str) -> Figure:
@@ -249,3 +252,12 @@ def predictions_figure(
             bar_axes.set_xlabel("digit", fontsize=8)
     figure.suptitle(title, fontsize=11)
     return figure
+
+
+def require_png(path: str | Path, option: str) -> Path:
+    """`path` if it names a PNG, else a one-line error: checked before any work is done, so
+    a typo in an output name does not cost a model load (or print results then fail)."""
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"{option} {path}: the picture is a PNG; give a file name ending in .png")
+    return path

@@ -1,21 +1,14 @@
-"""The run directory: its layout, and atomic reads and writes of its files.
-
-Every file is written to a temporary file in the same folder, flushed to disk and renamed
-into place (`os.replace` is atomic on POSIX and Windows), so at every instant each file is
-either its previous complete version or its new complete version, never a torn one: a run
-killed mid-save can always be read.
+"""The run directory's layout: its file names, creating and opening one, and reading and
+writing its small text files (history.csv, JSON). Every write goes through `atomic_files`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,153 +22,11 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "learning_curves.png"
 ERRORS_FILE = "errors.png"
+CHECKPOINT_FILE = "checkpoint.npz"
 
 HISTORY_COLUMNS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"
 )
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it onto `path`.
-
-    The temporary name keeps `path`'s suffix, because some writers (Keras's `model.save`,
-    matplotlib's `savefig`) choose the format from it. On any error the temporary file is
-    removed and the existing `path` is left untouched.
-    """
-    path = Path(path)
-    handle, temporary_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
-    )
-    os.close(handle)
-    temporary = Path(temporary_name)
-    # mkstemp makes owner-only files; give the final file the usual permissions instead.
-    os.chmod(temporary, 0o666 & ~_current_umask())
-    try:
-        yield temporary
-        with open(temporary, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    _fsync_directory(path.parent)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (a no-op where directories cannot be opened)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(data)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    write_text_atomic(path, json_text(data) + "\n")
-
-
-def json_text(value: Any, indent: int = 0) -> str:
-    """Indented JSON in which a list of numbers stays on one line (a confusion-matrix row)."""
-    pad = "  " * (indent + 1)
-    if isinstance(value, dict) and value:
-        items = [f"{pad}{json.dumps(str(key))}: {json_text(item, indent + 1)}"
-                 for key, item in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
-    if isinstance(value, (list, tuple)) and value and any(
-        isinstance(item, (dict, list, tuple)) for item in value
-    ):
-        items = [pad + json_text(item, indent + 1) for item in value]
-        return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
-    return json.dumps(value)
-
-
-# tempfile's random part is made of [a-z0-9_].
-_TEMPORARY_NAME = re.compile(r"\..*\.[a-z0-9_]+\.tmp(\.[^.]*)?")
-
-
-def is_temporary(name: str) -> bool:
-    """True for the name of a temporary file made by `atomic_path` (`.<stem>.<random>.tmp<suffix>`):
-    what a process killed in the middle of a save leaves behind."""
-    return _TEMPORARY_NAME.fullmatch(name) is not None
-
-
-def remove_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files of interrupted saves in `folder`; return them.
-
-    They are never the only copy of anything: the file they were to replace is intact.
-    """
-    removed = []
-    for path in Path(folder).iterdir():
-        if path.is_file() and is_temporary(path.name):
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed.append(path)
-    return removed
-
-
-def save_with(path: str | Path, writer: Callable[[Path], None]) -> None:
-    """Atomically save through a writer that takes a path (a figure, a Keras model)."""
-    with atomic_path(path) as temporary:
-        writer(temporary)
-
-
-def history_csv_text(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: _csv_value(row.get(key)) for key in HISTORY_COLUMNS})
-    return buffer.getvalue()
-
-
-def _csv_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return value
-
-
-def read_history(path: str | Path) -> list[dict[str, float | int | None]]:
-    """history.csv as a list of rows; empty cells (no validation set) become None."""
-    rows = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        try:
-            raws = list(csv.DictReader(handle))
-        except csv.Error as error:  # not a ValueError: say it as one, as for a bad number
-            raise RunDirError(f"{path} is not a readable CSV file ({error})") from None
-        for raw in raws:
-            row: dict[str, float | int | None] = {}
-            for key, value in raw.items():
-                if key is None:
-                    continue
-                if value in ("", None):
-                    row[key] = None
-                elif key == "epoch":
-                    row[key] = int(value)
-                else:
-                    row[key] = float(value)
-            rows.append(row)
-    return rows
 
 
 def _timestamp() -> str:
@@ -252,6 +103,10 @@ class RunDir:
     def errors(self) -> Path:
         return self.path / ERRORS_FILE
 
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
     def file(self, name: str) -> Path:
         return self.path / name
 
@@ -278,3 +133,44 @@ def read_json(path: str | Path) -> Any:
         raise RunDirError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RunDirError(f"{path}: unreadable ({error})") from None
+
+
+def history_csv_text(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _csv_value(row.get(key)) for key in HISTORY_COLUMNS})
+    return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def read_history(path: str | Path) -> list[dict[str, float | int | None]]:
+    """history.csv as a list of rows; empty cells (no validation set) become None."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        try:
+            raws = list(csv.DictReader(handle))
+        except csv.Error as error:  # not a ValueError: say it as one, as for a bad number
+            raise RunDirError(f"{path} is not a readable CSV file ({error})") from None
+        for raw in raws:
+            row: dict[str, float | int | None] = {}
+            for key, value in raw.items():
+                if key is None:
+                    continue
+                if value in ("", None):
+                    row[key] = None
+                elif key == "epoch":
+                    row[key] = int(value)
+                else:
+                    row[key] = float(value)
+            rows.append(row)
+    return rows

@@ -25,7 +25,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import mnist_cli.train as train  # noqa: E402
+import mnist_cli.training.engines.fit as fit_engine  # noqa: E402
 from mnist_cli.cli import main  # noqa: E402
 
 BATCH_DELAY = float(os.environ.get("MNIST_TEST_BATCH_DELAY", "0"))
@@ -33,16 +33,16 @@ SAVE_DELAY = float(os.environ.get("MNIST_TEST_SAVE_DELAY", "0"))
 EPOCH_DELAY = float(os.environ.get("MNIST_TEST_EPOCH_DELAY", "0"))
 
 if BATCH_DELAY:
-    original_batch_end = train._RecorderCallback.on_train_batch_end
+    original_batch_end = fit_engine._EpochCallback.on_train_batch_end
 
     def slow_batch_end(self, batch, logs=None):
         time.sleep(BATCH_DELAY)
         return original_batch_end(self, batch, logs)
 
-    train._RecorderCallback.on_train_batch_end = slow_batch_end
+    fit_engine._EpochCallback.on_train_batch_end = slow_batch_end
 
 if EPOCH_DELAY:
-    from mnist_cli.engines import jax_fast
+    from mnist_cli.training.engines import jax_fast
 
     original_run_epoch = jax_fast.JaxEpochs.run_epoch
 

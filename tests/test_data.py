@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from conftest import make_synthetic_mnist
 
-from mnist_cli import data as data_module
 from mnist_cli.config import Config, DataConfig, build_config
 from mnist_cli.data import (
     PreparedData,
@@ -24,6 +23,7 @@ from mnist_cli.data import (
     resolve_mnist_path,
     write_idx,
 )
+from mnist_cli.data import sources as data_module
 from mnist_cli.errors import ConfigError, DataError
 
 IDX_NAMES = {

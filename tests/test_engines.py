@@ -28,13 +28,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_tiny_config
 
-from mnist_cli.backend import activate_backend, resolve_backend
-from mnist_cli.checkpoints import Checkpoint
 from mnist_cli.cli import cli
 from mnist_cli.config import Config, DataConfig
-from mnist_cli.engines import check_resumable, resolve_engine
 from mnist_cli.errors import ConfigError, RunDirError
 from mnist_cli.runs import read_history
+from mnist_cli.runtime import activate_backend, resolve_backend
+from mnist_cli.training.checkpoints import Checkpoint
+from mnist_cli.training.engines import check_resumable, resolve_engine
 
 PROJECT = Path(__file__).resolve().parent.parent
 NATIVE_NOISE = ("I0000", "E0000", "W0000", "port.cc", "cudart_stub", "cuda_platform",
@@ -88,8 +88,8 @@ def test_a_mid_epoch_checkpoint_is_not_continued_by_the_fast_engine():
 
 
 def test_batches_pad_the_last_one_with_rows_of_weight_zero():
-    from mnist_cli.checkpoints import epoch_permutation
-    from mnist_cli.engines.fast_common import Batches
+    from mnist_cli.training.engines.contract import epoch_permutation
+    from mnist_cli.training.engines.fast_common import Batches
 
     batches = Batches(count=10, batch_size=4)
     assert batches.number == 3 and batches.padded_count == 12
@@ -104,14 +104,14 @@ def test_batches_pad_the_last_one_with_rows_of_weight_zero():
     {"binarize": True}, {"scale": True}, {"scale": False},
 ], ids=["binarized", "scaled", "raw"])
 def test_uint8_encoding_decodes_to_the_exact_features(settings: dict):
-    from mnist_cli.data import preprocess
-    from mnist_cli.engines.fast_common import encode_features
+    from mnist_cli.data import pixel_table, preprocess
+    from mnist_cli.training.engines.fast_common import encode_features
 
     data = DataConfig(**settings)
     images = np.random.default_rng(0).integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
     features = preprocess(images, data)
-    encoded = encode_features(features, data)
-    assert encoded.compact
+    encoded = encode_features(images.reshape(50, 784), pixel_table(data))
+    assert encoded.values.dtype == np.uint8
     decoded = (encoded.values.astype(np.float32) if encoded.table is None
                else encoded.table[encoded.values])
     np.testing.assert_array_equal(decoded, features)  # bit for bit
@@ -153,7 +153,9 @@ def _data_with_dead_columns(count: int = 600) -> SimpleNamespace:
     x_train[np.arange(count), 200 + 10 * y_train] = 1  # something to learn
     x_val = (rng.random((100, 784)) < 0.3).astype(np.float32)
     return SimpleNamespace(x_train=x_train, y_train=y_train, x_val=x_val,
-                           y_val=rng.integers(0, 10, 100))
+                           y_val=rng.integers(0, 10, 100), pixels_train=x_train.astype(np.uint8),
+                           pixels_val=x_val.astype(np.uint8),
+                           pixel_table=np.arange(256, dtype=np.float32))
 
 
 @on_jax
@@ -162,10 +164,10 @@ def test_dropping_dead_columns_changes_nothing(monkeypatch, optimizer: str):
     """Training on the live columns only gives the weights, optimizer state and logs of
     training on all of them (to float rounding), and leaves the dead kernel rows and their
     optimizer slots exactly as they were."""
-    from mnist_cli.backend import seed_everything
-    from mnist_cli.engines import jax_fast
-    from mnist_cli.engines.fast_common import Batches, train_epochs
     from mnist_cli.model import build_model, compile_model
+    from mnist_cli.runtime import seed_everything
+    from mnist_cli.training.engines import jax_fast
+    from mnist_cli.training.engines.fast_common import Batches, train_epochs
 
     config = Config.model_validate({
         "seed": 4, "data": {"binarize": True},
@@ -211,7 +213,7 @@ def test_dropping_dead_columns_changes_nothing(monkeypatch, optimizer: str):
 def test_fast_engine_prints_epoch_lines_even_with_a_progress_bar(tmp_path, mnist_path):
     """Keras's progress bar stands in for the per-epoch lines only when Keras trains."""
     from mnist_cli.config import load_config
-    from mnist_cli.train import train
+    from mnist_cli.training.pipeline import train
 
     config = load_config(tiny_config(tmp_path, mnist_path, "fast", train={"epochs": 2}))
     lines: list[str] = []
@@ -231,7 +233,7 @@ def test_fast_engine_fills_the_compile_cache(tmp_path, mnist_path, jax_compile_c
 
 @on_jax
 def test_compile_cache_folder_and_a_cache_that_cannot_be_made(tmp_path, monkeypatch):
-    from mnist_cli.engines import jax_fast
+    from mnist_cli.training.engines import jax_fast
 
     monkeypatch.delenv("MNIST_CLI_JAX_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -250,7 +252,7 @@ def test_fast_engine_refuses_layers_it_would_train_differently():
     the fast engines' loss has no regularization terms."""
     import keras
 
-    from mnist_cli.engines.fast_common import check_layers
+    from mnist_cli.training.engines.fast_common import check_layers
 
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(8),
                               keras.layers.BatchNormalization(), keras.layers.Dense(10)])
@@ -275,8 +277,8 @@ SCRIPT_PRELUDE = """
 import sys
 from pathlib import Path
 
-from mnist_cli import interrupt
-from mnist_cli.checkpoints import Checkpointer
+from mnist_cli.training import interrupt
+from mnist_cli.training.checkpoints import Checkpointer
 from mnist_cli.cli import cli
 
 config, out = sys.argv[1], Path(sys.argv[2])

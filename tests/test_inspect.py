@@ -284,8 +284,8 @@ def test_show_errors_rejects_bad_options(run):
 
 
 def test_error_selection_and_grid_without_errors(tmp_path):
-    from mnist_cli.evaluate import select_errors
-    from mnist_cli.inspection import write_error_grid
+    from mnist_cli.artifacts import write_error_grid
+    from mnist_cli.metrics import select_errors
 
     labels = np.array([0, 1, 2])
     perfect = np.eye(10, dtype=np.float32)[labels]

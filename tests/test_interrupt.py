@@ -10,19 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_cli import interrupt
-from mnist_cli.checkpoints import (
-    CHECKPOINT_FILE,
+from mnist_cli.atomic_files import remove_temporaries
+from mnist_cli.config import Config
+from mnist_cli.errors import RunDirError
+from mnist_cli.runs import CHECKPOINT_FILE
+from mnist_cli.training import interrupt
+from mnist_cli.training.checkpoints import (
     Checkpoint,
-    epoch_permutation,
-    epoch_seed,
     find_resume_point,
     read_checkpoint,
     write_checkpoint,
 )
-from mnist_cli.config import Config
-from mnist_cli.errors import RunDirError
-from mnist_cli.runs import remove_temporaries
+from mnist_cli.training.engines.contract import epoch_permutation, epoch_seed
 
 
 def test_first_ctrl_c_asks_to_stop_second_one_quits():

@@ -34,12 +34,13 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from mnist_cli import interrupt
-from mnist_cli.backend import resolve_backend
-from mnist_cli.checkpoints import CHECKPOINT_FILE, Checkpointer, read_checkpoint
+from mnist_cli.atomic_files import is_temporary
 from mnist_cli.cli import cli
 from mnist_cli.config import load_config
-from mnist_cli.runs import is_temporary, read_history
+from mnist_cli.runs import CHECKPOINT_FILE, read_history
+from mnist_cli.runtime import resolve_backend
+from mnist_cli.training import interrupt
+from mnist_cli.training.checkpoints import Checkpointer, read_checkpoint
 
 if resolve_backend("auto") != "jax":
     pytest.skip("exact resume is a property of the JAX backend", allow_module_level=True)

@@ -1,8 +1,8 @@
-"""Choosing Keras's backend, which must happen before Keras is first imported.
+"""The runtime every command that needs Keras sets up first: backend, determinism, seeds.
 
-Keras reads `KERAS_BACKEND` once, at import time, so every command that needs Keras calls
-`activate_backend()` first and imports Keras only afterwards (inside the function that needs
-it): `mnist --help` and config validation never pay for importing TensorFlow or JAX.
+Keras reads `KERAS_BACKEND` once, at import time, so a command calls `start()` before its
+first `import keras` (inside the function that needs it): `mnist --help` and config checks
+never pay for importing TensorFlow or JAX.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
+from mnist_cli.choices import BACKEND_CHOICES, BACKENDS
 from mnist_cli.errors import ConfigError
 
-BACKENDS = ("tensorflow", "jax", "torch")
 XLA_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
 
@@ -30,8 +30,9 @@ def resolve_backend(requested: str = "auto") -> str:
     JAX is preferred when installed (the `jax` extra): the README's performance section says
     why; TensorFlow, which the base package installs, is the fallback.
     """
-    if requested not in ("auto", *BACKENDS):
-        raise ConfigError(f"backend must be one of auto, {', '.join(BACKENDS)} (got {requested!r})")
+    if requested not in BACKEND_CHOICES:
+        raise ConfigError(
+            f"backend must be one of {', '.join(BACKEND_CHOICES)} (got {requested!r})")
     if requested == "auto":
         from_environment = os.environ.get("KERAS_BACKEND", "").strip()
         if from_environment:
@@ -171,12 +172,10 @@ def seed_everything(seed: int) -> None:
     import random
 
     import numpy as np
-    from keras.src.backend.common import global_state
-    from keras.src.random import seed_generator
-    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
 
-    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    from mnist_cli.keras_compat import reset_global_seed
+
+    reset_global_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     backend = os.environ.get("KERAS_BACKEND")
@@ -191,15 +190,21 @@ def seed_everything(seed: int) -> None:
 
 
 def keep_tensorflow_unloaded() -> None:
-    """On the JAX and torch backends, stop Keras from importing TensorFlow just to look.
-
-    Keras asks "is TensorFlow installed?" in its serialization code (to recognise TF
-    objects, which a model of this tool never holds) and answering that imports it: 2.5-4 s
-    and a large part of peak memory, for nothing. Keras's lazy module caches the answer in
-    `_available`; setting it to False is the one private hook this tool uses.
-    """
+    """On the JAX and torch backends, stop Keras from importing TensorFlow just to look
+    (`keras_compat.stop_tensorflow_probe` says why)."""
     if os.environ.get("KERAS_BACKEND") == "tensorflow" or "tensorflow" in sys.modules:
         return
-    from keras.src.utils import module_utils
+    from mnist_cli.keras_compat import stop_tensorflow_probe
 
-    module_utils.tensorflow._available = False
+    stop_tensorflow_probe()
+
+
+def start(backend: str = "auto", *, verbose: bool = False, deterministic: bool = False) -> str:
+    """Set up Keras for a command and return the backend's name: choose and import the
+    backend (`activate_backend`), keep TensorFlow unloaded where it is not the backend, and
+    turn on deterministic kernels when asked. Every command that runs a model calls this
+    first; calling it again with the same backend changes nothing."""
+    name = activate_backend(backend, verbose, deterministic)
+    keep_tensorflow_unloaded()
+    enable_determinism(deterministic)
+    return name

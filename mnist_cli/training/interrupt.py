@@ -4,7 +4,7 @@ Python turns SIGINT into `KeyboardInterrupt`, raised wherever the main thread ha
 in the middle of an optimizer step, or between writing a checkpoint and renaming it. Training
 instead treats the first Ctrl-C as a request: `stop_on_sigint()` sets a flag, the engines
 look at it at their next safe point (the `fit` engine after every batch, any engine at every
-epoch end through `EpochRecorder.epoch_ended`, which returns True when it is set), the run
+epoch end through `EpochEvents.epoch_ended`, which returns True when it is set), the run
 saves a checkpoint and the command exits with 130 and the exact resume command. A second
 Ctrl-C means "now": it raises `KeyboardInterrupt` as usual; the last completed epoch's
 checkpoint is still on disk, so `--resume` works from there.
@@ -23,8 +23,12 @@ from collections.abc import Iterator
 
 _STOP = threading.Event()
 
-NOTICE = (
+NOTICE_BATCH = (
     "\nCtrl-C: stopping at the end of the current batch and saving a checkpoint "
+    "(press Ctrl-C again to quit at once).\n"
+)
+NOTICE_EPOCH = (
+    "\nCtrl-C: stopping at the end of the current epoch and saving a checkpoint "
     "(press Ctrl-C again to quit at once).\n"
 )
 
@@ -40,7 +44,7 @@ def request_stop() -> None:
 
 
 @contextlib.contextmanager
-def stop_on_sigint(notice: str = NOTICE) -> Iterator[None]:
+def stop_on_sigint(notice: str = NOTICE_BATCH) -> Iterator[None]:
     """Within the block, the first SIGINT sets the stop flag; a second raises KeyboardInterrupt.
 
     The flag is cleared on entry (a library user may train twice in one process). Outside

@@ -9,34 +9,30 @@ does not depend on the backend lives here:
   same gradients, the same metrics as fit's smaller batch, for networks whose layers treat
   each row on its own (Dense, Dropout, Flatten: all this tool builds, `check_layers`), with
   one compiled step instead of two.
-- `Batches.order`: epoch `e` visits the samples in `checkpoints.epoch_permutation(seed, e,
-  n)`, a function of the seed and the epoch only, so a resumed run visits the batches of an
-  uninterrupted one.
-- `encode_features`: the training features, which `data.preprocess` computes pixel by pixel
-  from uint8 images, go to the device as those uint8 pixels (a quarter of the memory and of
-  the traffic of float32) with the exact float32 feature of each of the 256 pixel values.
+- `Batches.order`: epoch `e` visits the samples in `contract.epoch_permutation(seed, e, n)`.
+- `encode_features`: the training data goes to the device as the prepared data's uint8
+  pixels (a quarter of the memory and of the traffic of float32) with the exact float32
+  feature of each of the 256 pixel values.
 - `live_columns`: the input columns that are not zero in every training sample (see
   `jax_fast` for why a zero column can be dropped exactly).
-- `train_epochs`: the per-epoch loop of the engine contract (`train.py`).
+- `train_with`: the per-epoch loop of the engine contract around one compiled epoch.
 
-Import this module only after `backend.activate_backend()`: it imports Keras.
+Import this module only after `runtime.start()`: it imports Keras.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import keras
 import numpy as np
 
-from mnist_cli.checkpoints import epoch_permutation
-from mnist_cli.config import Config, DataConfig
-from mnist_cli.errors import ConfigError
-
-# Rows checked when the uint8 encoding of the features is verified against the features.
-ENCODING_CHECK_ROWS = 2000
+from mnist_cli.config import Config
+from mnist_cli.errors import ConfigError, RunDirError
+from mnist_cli.training.engines.contract import EngineJob, EpochEvents, epoch_permutation
 
 # What a compiled epoch returns, in this order (the last two only with a validation set).
 LOG_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -89,42 +85,22 @@ class Batches:
 
 @dataclass(frozen=True)
 class EncodedFeatures:
-    """Features as stored on the device: `values` (uint8 pixels, or the float32 features
-    themselves when they are not a function of a uint8 pixel) and `table`, the float32
-    feature of each pixel value 0..255 (None: the feature is the pixel value itself)."""
+    """Features as stored on the device: `values`, uint8 pixels, and `table`, the float32
+    feature of each pixel value 0..255 (None: the feature is the value itself)."""
 
     values: np.ndarray
     table: np.ndarray | None
 
-    @property
-    def compact(self) -> bool:
-        return self.values.dtype == np.uint8
 
+def encode_features(pixels: np.ndarray, table: np.ndarray) -> EncodedFeatures:
+    """The prepared data's uint8 `pixels` and `pixel_table` as the device stores them.
 
-def pixel_table(data: DataConfig) -> np.ndarray | None:
-    """The float32 feature `data.preprocess` gives each uint8 pixel value, or None when it is
-    the value itself (binarized pixels are 0/1, unscaled pixels 0..255)."""
-    if data.binarize or not data.scale:
-        return None
-    from mnist_cli.data import preprocess
-
-    return preprocess(np.arange(256, dtype=np.uint8).reshape(1, 256), data).reshape(256)
-
-
-def encode_features(features: np.ndarray, data: DataConfig) -> EncodedFeatures:
-    """`features` (from `data.preprocess`) as uint8 pixels and the table that decodes them
-    exactly; checked on the first rows, and kept as float32 if the check fails (a future
-    preprocessing step that is not pixel-wise)."""
-    table = pixel_table(data)
-    if table is None:
-        pixels = features.astype(np.uint8)
-        decoded = pixels[:ENCODING_CHECK_ROWS].astype(np.float32)
-    else:
-        pixels = np.rint(features * np.float32(255)).astype(np.uint8)
-        decoded = table[pixels[:ENCODING_CHECK_ROWS]]
-    if not np.array_equal(decoded, features[:ENCODING_CHECK_ROWS]):
-        return EncodedFeatures(np.ascontiguousarray(features, dtype=np.float32), None)
-    return EncodedFeatures(pixels, table)
+    When every feature is a whole number 0..255 (binarized pixels are 0/1, unscaled pixels
+    their own value), the features themselves are stored as uint8 and converted on the
+    device; otherwise the pixels are, and the device looks each one up in the table."""
+    if np.array_equal(table, np.rint(table)) and table.min() >= 0 and table.max() <= 255:
+        return EncodedFeatures(np.take(table.astype(np.uint8), pixels), None)
+    return EncodedFeatures(np.ascontiguousarray(pixels, dtype=np.uint8), table)
 
 
 def live_columns(encoded: EncodedFeatures) -> np.ndarray | None:
@@ -160,36 +136,30 @@ def check_layers(model: keras.Model) -> None:
                 )
 
 
-def train_epochs(program: EpochProgram, recorder: Any, config: Config, initial_epoch: int,
+def train_epochs(program: EpochProgram, events: EpochEvents, config: Config, initial_epoch: int,
                  batches: Batches) -> None:
     """The engine contract: for each epoch from `initial_epoch`, announce it, train it,
-    make the Keras variables current (the checkpoint saves them), record it; stop when the
-    recorder says so (early stopping, Ctrl-C)."""
+    make the Keras variables current (the checkpoint saves them), report it; stop when the
+    events say so (early stopping, Ctrl-C)."""
     for epoch in range(initial_epoch, config.train.epochs):
-        recorder.epoch_started(epoch)
+        events.epoch_started(epoch)
         logs = program.run_epoch(batches.order(config.seed, epoch))
         program.write_back()
-        if recorder.epoch_ended(epoch, logs):
+        if events.epoch_ended(epoch, logs):
             return
 
 
-def train_fast(model: keras.Model, config: Config, data: Any, recorder: Any,
-               initial_epoch: int) -> None:
-    """Train `model` (compiled, its optimizer built or not) with the fast engine of the
-    current backend from `initial_epoch` on, following the engine contract."""
+def train_with(program_class: Callable[..., EpochProgram], job: EngineJob) -> None:
+    """Train `job` with one backend's compiled epoch, `program_class(model, config, data,
+    batches)`, following the engine contract. The fast engines continue from epoch ends
+    only: a partial epoch comes from the fit engine (`engines.check_resumable`)."""
+    model = job.model
     check_layers(model)
+    if job.partial is not None:
+        raise RunDirError("the fast engine cannot continue an epoch stopped in its middle; "
+                          "resume this run with --engine fit")
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    batches = Batches(len(data.y_train), config.train.batch_size)
-    backend = keras.backend.backend()
-    if backend == "jax":
-        from mnist_cli.engines.jax_fast import JaxEpochs
-
-        program: EpochProgram = JaxEpochs(model, config, data, batches)
-    elif backend == "tensorflow":
-        from mnist_cli.engines.tensorflow_fast import TensorFlowEpochs
-
-        program = TensorFlowEpochs(model, config, data, batches)
-    else:  # resolve_engine refuses this before any run directory exists
-        raise ConfigError(f"train.engine: no fast engine on the {backend} backend")
-    train_epochs(program, recorder, config, initial_epoch, batches)
+    batches = Batches(len(job.data.y_train), job.config.train.batch_size)
+    program = program_class(model, job.config, job.data, batches)
+    train_epochs(program, job.events, job.config, job.initial_epoch, batches)

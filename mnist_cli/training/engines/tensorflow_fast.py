@@ -16,41 +16,41 @@ are current after every epoch without copying anything back (`write_back` has no
 do), and a resumed run continues from the saved states.
 
 The dead-column shortcut of the JAX engine is not used here: it would need a second,
-narrower copy of the model's first layer and of its optimizer slots, for about 10%.
+narrower copy of the model's first layer and of its optimizer slots.
 
-Import this module only after `backend.activate_backend()` chose TensorFlow.
+Import this module only after `runtime.start()` chose TensorFlow.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from mnist_cli.config import NUM_CLASSES, Config
-from mnist_cli.engines.fast_common import Batches, encode_features, epoch_logs
+from mnist_cli.data import PreparedData
 from mnist_cli.model import per_sample_loss
+from mnist_cli.training.engines.contract import EngineJob
+from mnist_cli.training.engines.fast_common import Batches, encode_features, epoch_logs, train_with
 
 
 class TensorFlowEpochs:
     """The compiled epoch of one model, and the data on the device."""
 
-    def __init__(self, model: keras.Model, config: Config, data: Any,
+    def __init__(self, model: keras.Model, config: Config, data: PreparedData,
                  batches: Batches) -> None:
         self.model = model
         self.optimizer = model.optimizer
         self.batches = batches
         self.loss = per_sample_loss(config.train)
-        encoded = encode_features(data.x_train, config.data)
+        encoded = encode_features(data.pixels_train, data.pixel_table)
         self.pixels = tf.constant(encoded.values)
         self.table = None if encoded.table is None else tf.constant(encoded.table)
         self.labels = tf.constant(np.asarray(data.y_train, dtype=np.int32))
         self.row_weights = tf.constant(batches.row_weights())
         self.validation: tuple[tf.Tensor, tf.Tensor | None, tf.Tensor] | None = None
         if len(data.y_val):
-            validation = encode_features(data.x_val, config.data)
+            validation = encode_features(data.pixels_val, data.pixel_table)
             self.validation = (
                 tf.constant(validation.values),
                 None if validation.table is None else tf.constant(validation.table),
@@ -98,3 +98,8 @@ class TensorFlowEpochs:
 
     def write_back(self) -> None:
         """Nothing to copy: the compiled program updated the Keras variables in place."""
+
+
+def train(job: EngineJob) -> None:
+    """The fast engine on TensorFlow (`engines.run`)."""
+    train_with(TensorFlowEpochs, job)

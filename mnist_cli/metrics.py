@@ -1,8 +1,9 @@
 """Metrics and misclassified examples, computed from labels and predicted probabilities.
 
-Everything here works on NumPy arrays, so `train` (right after fitting) and `evaluate`
-(later, from the saved model) compute the very same numbers the same way. Importing this
-module does not import Keras.
+Everything here works on NumPy arrays (scikit-learn for the confusion matrix and the
+per-digit scores), so training, right after fitting, and `mnist evaluate`, later from the
+saved model, compute the very same numbers the same way. Only `predict_probabilities`
+touches a model, and imports Keras inside.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from mnist_cli.choices import ERROR_SORT_KEYS
 from mnist_cli.config import NUM_CLASSES
 
 # Keras clips probabilities to [epsilon, 1 - epsilon] before the log of cross-entropy.
 KERAS_EPSILON = 1e-7
+
+# How many of the most probable digits a prediction lists.
+TOP_COUNT = 3
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -117,7 +122,7 @@ def _number_or_none(value: Any) -> float | None:
     return None if np.isnan(value) else value
 
 
-def top_predictions(outputs: np.ndarray, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def top_predictions(outputs: np.ndarray, count: int = TOP_COUNT) -> tuple[np.ndarray, np.ndarray]:
     """The `count` most probable digits of every row, most probable first, with their
     probabilities: (digits (N, count), probabilities (N, count)).
 
@@ -151,6 +156,6 @@ def select_errors(
     if sort == "confidence":
         confidence = outputs[positions, predicted[positions]]
         positions = positions[np.argsort(-confidence, kind="stable")]
-    elif sort != "index":
-        raise ValueError(f"sort must be 'index' or 'confidence' (got {sort!r})")
+    elif sort not in ERROR_SORT_KEYS:
+        raise ValueError(f"sort must be one of {', '.join(ERROR_SORT_KEYS)} (got {sort!r})")
     return positions

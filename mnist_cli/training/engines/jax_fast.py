@@ -25,15 +25,15 @@ Two exact shortcuts for the first Dense layer, which reads the inputs:
   gives its kernel row a zero gradient in every step. Adam, SGD and RMSprop without weight
   decay then leave that row, and its optimizer slots, exactly as they are when the slots
   start at zero (they do, unless the data changed, which resume refuses; checked anyway).
-  So the program trains on the live columns only (111 of 784 are dead in the recipe's
-  54000 binarized training images), and the dead rows are put back, unchanged, into the
-  full kernel for validation and for the Keras variables. Preparing it costs more than one
-  epoch saves, so a one-epoch run does without (`DEAD_COLUMNS_MIN_EPOCHS`).
+  So the program trains on the live columns only (MNIST's border pixels are dead), and the
+  dead rows are put back, unchanged, into the full kernel for validation and for the Keras
+  variables. Preparing it costs more than one epoch saves, so a one-epoch run does without
+  (`DEAD_COLUMNS_MIN_EPOCHS`).
 
 `enable_compile_cache` turns on JAX's persistent compilation cache, so a second run of
 the same config reads the compiled epoch from disk instead of compiling it again.
 
-Import this module only after `backend.activate_backend()` chose JAX.
+Import this module only after `runtime.start()` chose JAX.
 """
 
 from __future__ import annotations
@@ -48,17 +48,27 @@ import keras
 import numpy as np
 
 from mnist_cli.config import NUM_CLASSES, Config
-from mnist_cli.engines.fast_common import Batches, encode_features, epoch_logs, live_columns
+from mnist_cli.data import PreparedData
+from mnist_cli.keras_compat import is_plain_dense
 from mnist_cli.model import per_sample_loss
+from mnist_cli.training.engines.contract import EngineJob
+from mnist_cli.training.engines.fast_common import (
+    Batches,
+    EncodedFeatures,
+    encode_features,
+    epoch_logs,
+    live_columns,
+    train_with,
+)
 
-# Dropping dead columns costs ~0.07 s of preparation on a 2-core CPU and saves ~10% of
-# every epoch of the 784-500-10 recipe (~0.05 s): it pays from the second epoch on.
+# Dropping dead columns costs about one epoch's saving in preparation (docs/performance.md):
+# it pays from the second epoch on.
 DEAD_COLUMNS_MIN_EPOCHS = 2
 
 CACHE_VARIABLE = "MNIST_CLI_JAX_CACHE"
 CACHE_OFF = ("", "0", "off", "false", "no", "none")
 # Compiled programs that took less than this are not written to the cache (JAX's default
-# of 1 s would leave out the epoch program itself, ~0.7 s on a 2-core CPU).
+# of 1 s would leave out the epoch program itself on a fast CPU).
 CACHE_MIN_COMPILE_SECONDS = 0.1
 
 
@@ -113,18 +123,11 @@ def _input_matmul_forward(inputs: jax.Array, kernel: jax.Array) -> tuple[jax.Arr
 
 def _input_matmul_backward(inputs: jax.Array,
                            gradient: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # The barrier keeps XLA from fusing the transpose into the dot (measured ~4% per epoch).
+    # The barrier keeps XLA from fusing the transpose into the dot (slower on a CPU).
     return jnp.zeros_like(inputs), jax.lax.optimization_barrier(inputs.T) @ gradient
 
 
 input_matmul.defvjp(_input_matmul_forward, _input_matmul_backward)
-
-
-def plain_dense(layer: Any) -> bool:
-    """A Dense layer whose call is exactly activation(x @ kernel + bias)."""
-    return (isinstance(layer, keras.layers.Dense)
-            and getattr(layer, "quantization_mode", None) is None
-            and not getattr(layer, "lora_enabled", False))
 
 
 def _optimizer_keeps_zero_rows(optimizer: keras.optimizers.Optimizer) -> bool:
@@ -137,7 +140,8 @@ def _optimizer_keeps_zero_rows(optimizer: keras.optimizers.Optimizer) -> bool:
 class JaxEpochs:
     """The compiled epoch of one model, its state, and the data on the device."""
 
-    def __init__(self, model: keras.Model, config: Config, data: Any, batches: Batches) -> None:
+    def __init__(self, model: keras.Model, config: Config, data: PreparedData,
+                 batches: Batches) -> None:
         self.model = model
         self.optimizer = model.optimizer
         self.batches = batches
@@ -145,9 +149,9 @@ class JaxEpochs:
         self.has_validation = len(data.y_val) > 0
         self.layer_slices = self._layer_slices(model)
         first = model.layers[0]
-        self.first_dense = first if plain_dense(first) else None
+        self.first_dense = first if is_plain_dense(first) else None
 
-        encoded = encode_features(data.x_train, config.data)
+        encoded = encode_features(data.pixels_train, data.pixel_table)
         trainable = [np.asarray(variable.value) for variable in model.trainable_variables]
         optimizer_values = [np.asarray(variable.value) for variable in self.optimizer.variables]
         self.live: np.ndarray | None = None
@@ -172,7 +176,7 @@ class JaxEpochs:
                                                      axis=0)
         non_trainable = [variable.value for variable in model.non_trainable_variables]
         # NumPy arrays go to the device with `device_put`: converting dtypes or slicing on
-        # the device would compile one small program each (~10 ms apiece on a CPU).
+        # the device would compile one small program each.
         self.state = (jax.device_put(trainable), non_trainable, jax.device_put(optimizer_values))
         host = {
             "pixels": pixels,
@@ -186,7 +190,7 @@ class JaxEpochs:
             "live": None if self.live is None else self.live.astype(np.int32),
         }
         if self.has_validation:
-            validation = encode_features(data.x_val, config.data)
+            validation = encode_features(data.pixels_val, data.pixel_table)
             host["validation_pixels"] = validation.values
             host["validation_labels"] = np.asarray(data.y_val, dtype=np.int32)
             host["validation_table"] = validation.table
@@ -210,7 +214,7 @@ class JaxEpochs:
             raise ValueError("the model's variables are not listed layer by layer")
         return slices
 
-    def _drop_dead_columns(self, encoded: Any, trainable: list[np.ndarray],
+    def _drop_dead_columns(self, encoded: EncodedFeatures, trainable: list[np.ndarray],
                            optimizer_values: list[np.ndarray]) -> None:
         """Set `self.live`, `self.kernel_slots` and `self.train_optimizer` when some input
         columns are zero in every training sample and their kernel rows' slots are zero."""
@@ -332,3 +336,8 @@ def _expand(full: np.ndarray, rows: np.ndarray, values: jax.Array) -> np.ndarray
     expanded = np.array(full)
     expanded[rows] = np.asarray(values)
     return expanded
+
+
+def train(job: EngineJob) -> None:
+    """The fast engine on JAX (`engines.run`)."""
+    train_with(JaxEpochs, job)

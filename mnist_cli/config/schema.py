@@ -1,19 +1,14 @@
-"""The experiment config: schema, defaults, YAML loading and command-line overrides.
+"""The experiment config's schema: every key, its type, range and default.
 
-Resolution order (later wins): the defaults written in the models below <- the YAML file
-<- each `--set dotted.key=value` <- the dedicated flags (`--epochs`, `--batch-size`, ...).
 Every model forbids unknown keys, so a typo is an error that names the key instead of a
-setting silently ignored. Only `yaml.safe_load` is ever used: a config cannot run code.
-
-This module imports neither Keras nor TensorFlow: validating a config must stay instant.
+setting silently ignored. The choices come from `choices`. Imports neither Keras nor
+TensorFlow: validating a config stays instant.
 """
 
 from __future__ import annotations
 
-import math
 import types
 import typing
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -23,22 +18,19 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from mnist_cli.errors import ConfigError
+from mnist_cli import choices
 
 NUM_CLASSES = 10
 IMAGE_SIDE = 28
 NUM_FEATURES = IMAGE_SIDE * IMAGE_SIDE
 
-Activation = Literal[
-    "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "softplus", "swish"
-]
-OutputActivation = Literal["softmax", "sigmoid", "linear"]
+Activation = Literal[choices.ACTIVATIONS]
+OutputActivation = Literal[choices.OUTPUT_ACTIVATIONS]
 
 
 def _plain_types(annotation: Any) -> set[Any]:
@@ -86,7 +78,7 @@ class Subset(_Strict):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["mnist", "fashion_mnist", "openml"] = "mnist"
+    dataset: Literal[choices.DATASETS] = "mnist"
     path: str | None = Field(
         default=None,
         description="A .npz in the Keras layout, or a folder of IDX files (gzipped or not).",
@@ -107,7 +99,7 @@ class DataConfig(_Strict):
         default=0.1,
         description="Held-out part of the TRAINING set: a fraction in [0, 1) or a count (>= 1).",
     )
-    openml_split: Literal["official", "random"] = Field(
+    openml_split: Literal[choices.OPENML_SPLITS] = Field(
         default="official",
         description="openml only: the official 60k/10k split, or a seeded random 75/25 split.",
     )
@@ -221,18 +213,18 @@ class ModelConfig(_Strict):
 
 
 class EarlyStopping(_Strict):
-    monitor: Literal["val_loss", "val_accuracy", "loss", "accuracy"] = "val_loss"
+    monitor: Literal[choices.MONITORED_METRICS] = "val_loss"
     patience: Annotated[int, Field(ge=0)] = 3
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0
     restore_best_weights: bool = True
 
 
 class TrainConfig(_Strict):
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    optimizer: Literal[choices.OPTIMIZERS] = "adam"
     learning_rate: Annotated[float, Field(gt=0.0)] = 0.001
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     nesterov: bool = False
-    loss: Literal["categorical_crossentropy", "mse", "quadratic"] = Field(
+    loss: Literal[choices.LOSSES] = Field(
         default="categorical_crossentropy",
         description="'quadratic' is Nielsen's cost 1/2 * sum over outputs of (y - a)^2; 'mse' is "
         "Keras's mean over the 10 outputs (so its gradients are 1/5 of quadratic's).",
@@ -240,7 +232,7 @@ class TrainConfig(_Strict):
     batch_size: Annotated[int, Field(gt=0)] = 128
     epochs: Annotated[int, Field(gt=0)] = 10
     early_stopping: EarlyStopping | None = None
-    engine: Literal["auto", "fit", "fast"] = Field(
+    engine: Literal[choices.ENGINES] = Field(
         default="auto",
         description="'fit' is Keras's model.fit; 'fast' compiles a whole epoch into one program; "
         "'auto' picks 'fast' where the backend supports it.",
@@ -265,7 +257,7 @@ class TrainConfig(_Strict):
 
 
 class RuntimeConfig(_Strict):
-    backend: Literal["auto", "tensorflow", "jax", "torch"] = Field(
+    backend: Literal[choices.BACKEND_CHOICES] = Field(
         default="auto", description="Keras backend; 'auto' uses KERAS_BACKEND, else the fastest."
     )
     deterministic: bool = False
@@ -328,138 +320,3 @@ def _represent_list(dumper: yaml.SafeDumper, items: list) -> yaml.Node:
 
 
 _ConfigDumper.add_representer(list, _represent_list)
-
-
-_UNION_TAGS = {"size", "layer", "str", "Initializer"}
-
-
-def _format_location(location: tuple) -> str:
-    """('model', 'layers', 1, 'layer', 'units') -> 'model.layers[1].units'."""
-    text = ""
-    for part in location:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part not in _UNION_TAGS:
-            text += f".{part}" if text else str(part)
-    return text
-
-
-def _readable_message(detail: dict) -> str:
-    kind = detail["type"]
-    message = detail["msg"]
-    if kind == "extra_forbidden":
-        return "unknown key (check its spelling; the README lists every config key)"
-    if kind == "literal_error":
-        return f"must be one of {detail.get('ctx', {}).get('expected', '')}"
-    if kind in {"model_type", "model_attributes_type", "dict_type"}:
-        return f"must be a mapping of keys, not a {type(detail.get('input')).__name__}"
-    if kind == "missing":
-        return "is required"
-    if message.startswith("Value error, "):
-        return message[len("Value error, "):]
-    if message.startswith("Input should be"):
-        return "must be" + message[len("Input should be"):]
-    return message
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """The first problem of a pydantic error as `key: message (got value)`, on one line."""
-    first = error.errors()[0]
-    location = _format_location(first["loc"])
-    message = _readable_message(first)
-    got = first.get("input")
-    show_input = first["type"] not in {"extra_forbidden", "missing"} and isinstance(
-        got, (str, int, float, bool)
-    )
-    suffix = f" (got {got!r})" if show_input else ""
-    extra = len(error.errors()) - 1
-    more = f" [and {extra} more problem{'s' if extra > 1 else ''}]" if extra else ""
-    return f"{location}: {message}{suffix}{more}" if location else f"{message}{suffix}{more}"
-
-
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a config file as a mapping, with errors that name the file (and line)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the config file ({error})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
-    if data is None:
-        raise ConfigError(f"{path}: the config file is empty: write at least `name: my-run`")
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{path}: the config must be a mapping of keys (name, data, model, train, ...), "
-            f"not a {type(data).__name__}"
-        )
-    return data
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.epochs=5` -> (['train', 'epochs'], 5); the value is parsed as YAML."""
-    key, separator, raw_value = text.partition("=")
-    key = key.strip()
-    if not separator or not key:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example --set train.epochs=5")
-    try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
-    parts = key.split(".")
-    if any(not part for part in parts):
-        raise ConfigError(f"--set {text!r}: the key has an empty part")
-    return parts, value
-
-
-def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
-    target = data
-    for part in parts[:-1]:
-        child = target.get(part)
-        if child is None:
-            child = {}
-            target[part] = child
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(parts)}: {part} is not a section")
-        target = child
-    target[parts[-1]] = value
-
-
-def build_config(data: dict[str, Any], source: str = "config") -> Config:
-    try:
-        return Config.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
-
-
-def load_config(
-    path: str | Path | None,
-    overrides: list[str] = (),
-    flags: dict[str, Any] | None = None,
-) -> Config:
-    """Defaults <- YAML file <- `--set` overrides <- flags (dotted keys -> values, None = unset)."""
-    data = read_yaml_mapping(path) if path is not None else {}
-    source = str(path) if path is not None else "config"
-    for text in overrides:
-        parts, value = parse_override(text)
-        apply_override(data, parts, value)
-    for dotted, value in (flags or {}).items():
-        if value is not None:
-            apply_override(data, dotted.split("."), value)
-    return build_config(data, source)
-
-
-def validation_count(split: float, train_size: int) -> int:
-    """How many training samples the validation split takes."""
-    if split >= 1.0:
-        return int(split)
-    return int(math.floor(split * train_size))

@@ -10,21 +10,20 @@ A checkpoint holds:
 - every variable of the model (`model.variables`: weights, and the state of the random seed
   generators of Dropout layers, so the dropout masks continue the same sequence);
 - every variable of the optimizer (step counter, Adam's moments, momentum buffers);
-- the history rows, and the early-stopping state (best value, best weights, patience used);
+- the state of each per-epoch object, which it gives (`state()`) and takes back
+  (`load_state()`): the history rows, early stopping's best value, best weights and
+  patience used, and the time already spent in a partial epoch;
 - how many epochs are complete, and, after a Ctrl-C in the middle of an epoch with the `fit`
-  engine on JAX, how many batches of the next one, with that epoch's metric accumulators
-  (TensorFlow's `fit` trains an interrupted epoch again from its first batch);
+  engine on JAX, how many batches of the next one, with that epoch's metric accumulators;
 - the seconds spent training so far, and a fingerprint of the training data, so a resume
   against a different copy of the data is refused instead of silently mixing two datasets.
 
 The remaining randomness, the order in which samples are visited, is not state at all:
-epoch `e` shuffles with a generator seeded from `(seed, e)` (`epoch_seed`), so any process
-that starts at epoch `e` visits the same batches as one that got there without stopping.
-
-Every engine keeps the Keras model and optimizer variables current at every epoch end (the
-engine contract in `train.py`), so the same checkpoint serves every engine. Reading a
-checkpoint needs only NumPy; saving and restoring take the Keras objects as arguments, so
-this module never imports Keras itself.
+epoch `e` shuffles with a generator seeded from `(seed, e)` (`engines.contract`), so any
+process that starts at epoch `e` visits the same batches as one that got there without
+stopping. Every engine keeps the Keras variables current at every epoch end (the engine
+contract), so the same checkpoint serves every engine. Reading a checkpoint needs only
+NumPy; this module never imports Keras.
 """
 
 from __future__ import annotations
@@ -41,31 +40,15 @@ from typing import Any
 
 import numpy as np
 
+from mnist_cli.atomic_files import json_text, save_with
 from mnist_cli.config import Config, load_config
 from mnist_cli.errors import RunDirError, describe_error
-from mnist_cli.runs import RunDir, json_text, open_run_dir, save_with
+from mnist_cli.runs import RunDir, open_run_dir
+from mnist_cli.training.early_stopping import EarlyStopping
+from mnist_cli.training.history import History
+from mnist_cli.training.progress import Progress
 
-CHECKPOINT_FILE = "checkpoint.npz"
 CHECKPOINT_FORMAT = 1
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of epoch `epoch`'s shuffling (0-based), a function of the run's seed only.
-
-    Derived through NumPy's `SeedSequence`, which mixes its inputs well: neighbouring
-    seeds and epochs give unrelated streams.
-    """
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def epoch_permutation(seed: int, epoch: int, count: int) -> np.ndarray:
-    """The order in which epoch `epoch` visits `count` training samples.
-
-    Exactly what `np.random.seed(epoch_seed(seed, epoch)); np.random.permutation(count)`
-    draws, which is what Keras's array data adapter does on the JAX backend once the `fit`
-    engine has reseeded NumPy at the epoch's start; a faster engine uses this directly.
-    """
-    return np.random.RandomState(epoch_seed(seed, epoch)).permutation(count)
 
 
 def data_fingerprint(features: np.ndarray, labels: np.ndarray) -> str:
@@ -210,19 +193,18 @@ def _assign(variables: Sequence[Any], values: Sequence[np.ndarray], what: str,
 
 
 class Checkpointer:
-    """Saves a run's state after every completed epoch, and on Ctrl-C within one.
+    """Saves a run's state after every completed epoch, and on Ctrl-C within one, asking the
+    history, early stopping and progress for theirs; `restore` gives it back to them and
+    to a freshly built model and its optimizer before training continues."""
 
-    `save_epoch` is the hook the `EpochRecorder` calls after each epoch (register it in
-    `recorder.after_epoch`): it runs after the history row and early stopping are updated,
-    so the checkpoint and history.csv agree. `restore` puts a checkpoint back into a freshly
-    built model, its optimizer and the recorder before training continues.
-    """
-
-    def __init__(self, run: RunDir, model: Any, recorder: Any, *, seed: int,
+    def __init__(self, run: RunDir, model: Any, history: History,
+                 early_stopping: EarlyStopping, progress: Progress, *, seed: int,
                  fingerprint: str) -> None:
-        self.path = run.file(CHECKPOINT_FILE)
+        self.path = run.checkpoint
         self.model = model
-        self.recorder = recorder
+        self.history = history
+        self.early_stopping = early_stopping
+        self.progress = progress
         self.seed = seed
         self.fingerprint = fingerprint
         self.seconds_before = 0.0
@@ -240,28 +222,21 @@ class Checkpointer:
             time.perf_counter() - self.session_started)
         return self.seconds_before + running
 
-    def capture(self, epochs_done: int, batches_done: int = 0,
-                partial_epoch_seconds: float = 0.0) -> Checkpoint:
-        recorder = self.recorder
+    def capture(self, epochs_done: int, batches_done: int = 0) -> Checkpoint:
+        early_stopping, best_weights = self.early_stopping.state()
         return Checkpoint(
             epochs_done=epochs_done,
             batches_done=batches_done,
-            history=[dict(row) for row in recorder.history],
+            history=self.history.state(),
             model_variables=_values(self.model.variables),
             optimizer_variables=_values(self.model.optimizer.variables),
             metric_variables=_values(self.model.metrics_variables) if batches_done else [],
             seed=self.seed,
             data_fingerprint=self.fingerprint,
             train_seconds=round(self.train_seconds(), 4),
-            partial_epoch_seconds=round(partial_epoch_seconds, 4),
-            early_stopping={
-                "best_value": recorder.best_value,
-                "best_epoch": recorder.best_epoch,
-                "epochs_without_improvement": recorder.epochs_without_improvement,
-                "stopped_early": recorder.stopped_early,
-            },
-            best_weights=None if recorder.best_weights is None else [
-                np.array(weight) for weight in recorder.best_weights],
+            partial_epoch_seconds=round(self.progress.state(), 4) if batches_done else 0.0,
+            early_stopping=early_stopping,
+            best_weights=best_weights,
         )
 
     def save_epoch(self, epoch: int) -> None:
@@ -269,14 +244,14 @@ class Checkpointer:
         write_checkpoint(self.path, self.capture(epochs_done=epoch + 1))
         self.last_saved = (epoch + 1, 0)
 
-    def save_partial(self, epoch: int, batches_done: int, partial_epoch_seconds: float) -> None:
-        """After `batches_done` batches of epoch `epoch` (0-based), on Ctrl-C. The caller
-        has made the Keras variables current (on JAX: `model.jax_state_sync()`)."""
-        write_checkpoint(self.path, self.capture(epoch, batches_done, partial_epoch_seconds))
+    def save_partial(self, epoch: int, batches_done: int) -> None:
+        """After `batches_done` batches of epoch `epoch` (0-based), on Ctrl-C. The engine
+        has made the Keras variables current."""
+        write_checkpoint(self.path, self.capture(epoch, batches_done))
         self.last_saved = (epoch, batches_done)
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Load `checkpoint` into the model, its optimizer and the recorder."""
+        """Load `checkpoint` into the model, its optimizer and the per-epoch objects."""
         if checkpoint.data_fingerprint != self.fingerprint:
             raise RunDirError(
                 f"{self.path}: the training data differs from the data this run started with "
@@ -288,14 +263,9 @@ class Checkpointer:
         if not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         _assign(optimizer.variables, checkpoint.optimizer_variables, "optimizer", self.path)
-        recorder = self.recorder
-        recorder.history = [dict(row) for row in checkpoint.history]
-        state = checkpoint.early_stopping
-        recorder.best_value = state.get("best_value")
-        recorder.best_epoch = state.get("best_epoch")
-        recorder.epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
-        recorder.stopped_early = bool(state.get("stopped_early", False))
-        recorder.best_weights = checkpoint.best_weights
+        self.history.load_state(checkpoint.history)
+        self.early_stopping.load_state(checkpoint.early_stopping, checkpoint.best_weights)
+        self.progress.load_state(checkpoint.partial_epoch_seconds)
         self.seconds_before = checkpoint.train_seconds
         self.last_saved = (checkpoint.epochs_done, checkpoint.batches_done)
 
@@ -331,7 +301,7 @@ def find_resume_point(path: str | Path) -> ResumePoint:
             f"resume. To train the same config again: mnist train -c {run.config}"
         )
     config = load_config(run.config)
-    checkpoint_path = run.file(CHECKPOINT_FILE)
+    checkpoint_path = run.checkpoint
     checkpoint = read_checkpoint(checkpoint_path) if checkpoint_path.exists() else None
     if checkpoint is not None:
         if checkpoint.seed != config.seed:

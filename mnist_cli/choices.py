@@ -1,0 +1,23 @@
+"""Every closed set of choices, defined once.
+
+The config schema (`Literal[...]` fields) and the command line (`click.Choice`) both read
+these tuples, so a new backend, engine or optimizer is added in one place and every error
+message lists the same names. Importing this module imports nothing.
+"""
+
+BACKENDS = ("tensorflow", "jax", "torch")
+BACKEND_CHOICES = ("auto", *BACKENDS)
+ENGINES = ("auto", "fit", "fast")
+FAST_BACKENDS = ("jax", "tensorflow")  # the backends the fast engine runs on
+DATASETS = ("mnist", "fashion_mnist", "openml")
+OPENML_SPLITS = ("official", "random")
+SPLITS = ("test", "val", "train")  # what `mnist evaluate --split` can measure
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LOSSES = ("categorical_crossentropy", "mse", "quadratic")
+ACTIVATIONS = (
+    "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "softplus", "swish"
+)
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear")
+MONITORED_METRICS = ("val_loss", "val_accuracy", "loss", "accuracy")
+ERROR_SORT_KEYS = ("index", "confidence")  # `mnist show-errors --sort`
+RUN_SORT_KEYS = ("date", "accuracy")  # `mnist runs --sort`

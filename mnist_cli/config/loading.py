@@ -1,0 +1,144 @@
+"""Loading a config: defaults <- the YAML file <- each `--set dotted.key=value` <- the
+dedicated flags (`--epochs`, `--batch-size`, ...), later wins; then validation against the
+schema, whose first problem becomes one `ConfigError` line naming the key. Only
+`yaml.safe_load` is ever used: a config cannot run code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from mnist_cli.config.schema import Config
+from mnist_cli.errors import ConfigError
+
+_UNION_TAGS = {"size", "layer", "str", "Initializer"}
+
+
+def _format_location(location: tuple) -> str:
+    """('model', 'layers', 1, 'layer', 'units') -> 'model.layers[1].units'."""
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part not in _UNION_TAGS:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _readable_message(detail: dict) -> str:
+    kind = detail["type"]
+    message = detail["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key (check its spelling; the README lists every config key)"
+    if kind == "literal_error":
+        return f"must be one of {detail.get('ctx', {}).get('expected', '')}"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return f"must be a mapping of keys, not a {type(detail.get('input')).__name__}"
+    if kind == "missing":
+        return "is required"
+    if message.startswith("Value error, "):
+        return message[len("Value error, "):]
+    if message.startswith("Input should be"):
+        return "must be" + message[len("Input should be"):]
+    return message
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """The first problem of a pydantic error as `key: message (got value)`, on one line."""
+    first = error.errors()[0]
+    location = _format_location(first["loc"])
+    message = _readable_message(first)
+    got = first.get("input")
+    show_input = first["type"] not in {"extra_forbidden", "missing"} and isinstance(
+        got, (str, int, float, bool)
+    )
+    suffix = f" (got {got!r})" if show_input else ""
+    extra = len(error.errors()) - 1
+    more = f" [and {extra} more problem{'s' if extra > 1 else ''}]" if extra else ""
+    return f"{location}: {message}{suffix}{more}" if location else f"{message}{suffix}{more}"
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a config file as a mapping, with errors that name the file (and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a YAML config file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config file ({error})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty: write at least `name: my-run`")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the config must be a mapping of keys (name, data, model, train, ...), "
+            f"not a {type(data).__name__}"
+        )
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=5` -> (['train', 'epochs'], 5); the value is parsed as YAML."""
+    key, separator, raw_value = text.partition("=")
+    key = key.strip()
+    if not separator or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example --set train.epochs=5")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
+    parts = key.split(".")
+    if any(not part for part in parts):
+        raise ConfigError(f"--set {text!r}: the key has an empty part")
+    return parts, value
+
+
+def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    target = data
+    for part in parts[:-1]:
+        child = target.get(part)
+        if child is None:
+            child = {}
+            target[part] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: {part} is not a section")
+        target = child
+    target[parts[-1]] = value
+
+
+def build_config(data: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] = (),
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults <- YAML file <- `--set` overrides <- flags (dotted keys -> values, None = unset)."""
+    data = read_yaml_mapping(path) if path is not None else {}
+    source = str(path) if path is not None else "config"
+    for text in overrides:
+        parts, value = parse_override(text)
+        apply_override(data, parts, value)
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            apply_override(data, dotted.split("."), value)
+    return build_config(data, source)
+

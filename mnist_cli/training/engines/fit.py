@@ -1,0 +1,135 @@
+"""The reference engine: Keras's own `model.fit`, on every backend.
+
+A Keras callback turns fit's epochs into the contract's events and makes fit resumable:
+
+- Shuffling: on the JAX backend Keras's array adapter draws each epoch's permutation from
+  NumPy's global generator, which the callback reseeds with `epoch_seed(seed, epoch)` at
+  every epoch's start, so an epoch's order does not depend on how many epochs this process
+  ran before it. TensorFlow shuffles inside its tf.data pipeline (and torch with its own
+  sampler), with a generator whose position cannot be saved or set per epoch: there a
+  resumed run sees other batches than an uninterrupted one (`reproducible_shuffling`).
+- Ctrl-C: after every batch the stop flag is checked; in the middle of an epoch fit stops
+  there, and where the shuffling is reproducible the partial epoch is saved
+  (`events.epoch_interrupted`) and later continued from its next batch, in the order the
+  uninterrupted epoch used, with its metric accumulators restored. Elsewhere an epoch
+  stopped in its middle is trained again from its start.
+
+Import this module only after `runtime.start()`: it imports Keras.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from mnist_cli.keras_compat import sync_jax_state
+from mnist_cli.metrics import one_hot
+from mnist_cli.training import interrupt
+from mnist_cli.training.engines.contract import (
+    EngineJob,
+    EpochEvents,
+    epoch_permutation,
+    epoch_seed,
+)
+
+
+def reproducible_shuffling() -> bool:
+    """Whether `model.fit` visits epoch `e` in the order `epoch_permutation(seed, e, n)`:
+    on JAX only (see the module's docstring)."""
+    return keras.backend.backend() == "jax"
+
+
+class _EpochCallback(keras.callbacks.Callback):
+    """Adapts `model.fit` to the contract's events. A continued partial epoch
+    (`first_batch` > 0) restores its metric accumulators after Keras reset them
+    (`on_epoch_start`), and `single_epoch` stops fit after it."""
+
+    def __init__(self, events: EpochEvents, *, seed: int, batches_per_epoch: int,
+                 save_partial: bool, first_batch: int = 0, on_epoch_start: Any = None,
+                 single_epoch: bool = False) -> None:
+        super().__init__()
+        self.events = events
+        self.seed = seed
+        self.batches_per_epoch = batches_per_epoch
+        self.save_partial = save_partial
+        self.first_batch = first_batch
+        self.on_epoch_start = on_epoch_start
+        self.single_epoch = single_epoch
+        self.epoch = 0
+        self.interrupted_in_epoch = False
+        self.stopped = False  # training must not go on: early stopping or Ctrl-C
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        np.random.seed(epoch_seed(self.seed, epoch))
+        self.epoch = epoch
+        self.events.epoch_started(epoch)
+        if self.on_epoch_start is not None:
+            self.on_epoch_start()
+            self.on_epoch_start = None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.interrupted_in_epoch or not interrupt.stop_requested():
+            return
+        batches_done = self.first_batch + batch + 1
+        if batches_done >= self.batches_per_epoch:
+            return  # the epoch ends now anyway; its end saves it and stops
+        self.interrupted_in_epoch = True
+        self.stopped = True
+        self.model.stop_training = True
+        if self.save_partial:
+            sync_jax_state(self.model)
+            self.events.epoch_interrupted(self.epoch, batches_done)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.interrupted_in_epoch:
+            return  # a partial epoch is no row of the history
+        if self.events.epoch_ended(epoch, logs or {}):
+            self.stopped = True
+            self.model.stop_training = True
+        elif self.single_epoch:
+            self.model.stop_training = True
+
+
+def train(job: EngineJob) -> None:
+    """Train `job` with `model.fit`: first the rest of a partial epoch (`job.partial`),
+    then the remaining epochs."""
+    model, config, data = job.model, job.config, job.data
+    x_train, y_train = data.x_train, one_hot(data.y_train)
+    batch_size = config.train.batch_size
+    batches_per_epoch = math.ceil(len(x_train) / batch_size)
+    validation = (data.x_val, one_hot(data.y_val)) if len(data.y_val) else None
+    save_partial = reproducible_shuffling()
+
+    def fit(x: np.ndarray, y: np.ndarray, first_epoch: int, *, shuffle: bool,
+            **callback_options: Any) -> bool:
+        callback = _EpochCallback(job.events, seed=config.seed,
+                                  batches_per_epoch=batches_per_epoch,
+                                  save_partial=save_partial, **callback_options)
+        model.fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=config.train.epochs,
+            initial_epoch=first_epoch,
+            validation_data=validation,
+            shuffle=shuffle,
+            callbacks=[callback],
+            verbose=1 if job.progress_bar else 0,
+        )
+        return callback.stopped
+
+    initial_epoch = job.initial_epoch
+    if job.partial is not None:
+        rest = epoch_permutation(config.seed, initial_epoch, len(x_train))[
+            job.partial.batches_done * batch_size:]
+        stopped = fit(x_train[rest], y_train[rest], initial_epoch, shuffle=False,
+                      first_batch=job.partial.batches_done,
+                      on_epoch_start=job.partial.restore_metrics, single_epoch=True)
+        if stopped:
+            return
+        initial_epoch += 1
+    if initial_epoch < config.train.epochs:
+        fit(x_train, y_train, initial_epoch, shuffle=True)
