@@ -14,7 +14,13 @@ import sys
 import click
 
 from mnist_cli import __version__, choices
-from mnist_cli.errors import ConfigError, Interrupted, MnistCliError, UsageError
+from mnist_cli.errors import (
+    ConfigError,
+    Interrupted,
+    MnistCliError,
+    UsageError,
+    describe_error,
+)
 
 # A command sets ctx.meta[SHOW_TRACEBACKS] = True (`mnist train --verbose`) to let an
 # unexpected exception through with its traceback; so does the environment variable.
@@ -51,9 +57,8 @@ class _Group(click.Group):
             if ctx.meta.get(SHOW_TRACEBACKS) or os.environ.get(TRACEBACK_VARIABLE, "").lower() in (
                     "1", "true", "yes"):
                 raise
-            text = " ".join(str(error).split())[:300]
             click.echo(
-                f"Error: unexpected {type(error).__name__}{': ' + text if text else ''} "
+                f"Error: unexpected {describe_error(error, 300)} "
                 f"(a bug: please report it; run again with {TRACEBACK_VARIABLE}=1 or "
                 "`mnist train --verbose` to see the traceback)",
                 err=True,
