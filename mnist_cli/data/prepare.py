@@ -28,9 +28,9 @@ class PreparedData:
     The validation arrays come from the training set and have 0 rows when
     `validation_split` is 0. `test_index` is the position of each test row in the
     dataset's full test set, so a misclassified example can be traced back.
-    `pixels_train` and `pixels_val` are the uint8 pixels the features were made from (same
-    shape), and `pixel_table` the float32 feature of each pixel value 0..255:
-    `x_train == pixel_table[pixels_train]`, exactly.
+    `pixels_train`, `pixels_val` and `pixels_test` are the uint8 pixels the features were
+    made from (same shapes), and `pixel_table` the float32 feature of each pixel value
+    0..255: `x_train == pixel_table[pixels_train]`, exactly.
     """
 
     x_train: np.ndarray
@@ -43,6 +43,7 @@ class PreparedData:
     source: str
     pixels_train: np.ndarray
     pixels_val: np.ndarray
+    pixels_test: np.ndarray
     pixel_table: np.ndarray
 
     @property
@@ -199,6 +200,7 @@ def prepare(config: Config) -> PreparedData:
         source=raw.source,
         pixels_train=_flattened(train_images, data),
         pixels_val=_flattened(validation_images, data),
+        pixels_test=_flattened(test_images, data),
         pixel_table=pixel_table(data),
     )
 
