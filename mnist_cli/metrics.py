@@ -52,6 +52,8 @@ def loss_from_probabilities(loss: str, labels: np.ndarray, outputs: np.ndarray) 
         return float(np.mean(squared))
     if loss == "quadratic":
         return float(np.mean(0.5 * np.sum(squared, axis=-1)))
+    if loss == "sum_squared_error":
+        return float(np.mean(np.sum(squared, axis=-1)))
     raise ValueError(f"unknown loss {loss!r}")
 
 

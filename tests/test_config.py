@@ -32,7 +32,9 @@ def test_bundled_recipes_match_the_tutorials():
     by_name = {path.stem: load_config(path) for path in CONFIGS}
     keras_tutorial = by_name["keras-784-500-10"]
     assert keras_tutorial.model.stack() == [784, 500, 10]
-    assert keras_tutorial.data.binarize
+    assert keras_tutorial.data.binarize and keras_tutorial.data.binarize_threshold == 0.0
+    assert (keras_tutorial.data.split, keras_tutorial.data.test_fraction,
+            keras_tutorial.data.validation_split) == ("pooled", 0.25, 0)
     assert (keras_tutorial.train.optimizer, keras_tutorial.train.batch_size,
             keras_tutorial.train.epochs) == ("adam", 300, 20)
     nielsen = by_name["nielsen-784-30-10"]
@@ -43,8 +45,12 @@ def test_bundled_recipes_match_the_tutorials():
     assert tf2.model.stack() == [784, 512, 256, 10]
     assert [layer.activation for layer in tf2.model.dense_layers()] == ["relu", "relu", "linear"]
     assert (tf2.train.optimizer, tf2.train.learning_rate, tf2.train.loss,
-            tf2.train.batch_size, tf2.train.epochs) == ("sgd", 0.001, "mse", 200, 30)
-    assert by_name["softmax-784-10"].model.stack() == [784, 10]
+            tf2.train.batch_size, tf2.train.epochs) == ("sgd", 0.001, "sum_squared_error", 200, 30)
+    assert not tf2.train.shuffle and tf2.data.validation_split == 0
+    softmax = by_name["softmax-784-10"]
+    assert softmax.model.stack() == [784, 10]
+    assert (softmax.train.optimizer, softmax.train.learning_rate, softmax.train.batch_size,
+            softmax.train.steps, softmax.data.validation_split) == ("sgd", 0.5, 100, 1000, 5000)
 
 
 def test_precedence_defaults_file_set_flags(tmp_path):

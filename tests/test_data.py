@@ -215,7 +215,7 @@ def test_idx_folder_loads_both_spellings(tmp_path: Path, suffix: str, spelling: 
     folder.mkdir()
     for key, name in IDX_NAMES.items():
         write_idx(folder / (name.replace("-idx", spelling) + suffix), arrays[key])
-    raw = load_raw(DataConfig(path=str(folder)), seed=0)
+    raw = load_raw(DataConfig(path=str(folder)))
     for key in IDX_NAMES:
         np.testing.assert_array_equal(getattr(raw, key), arrays[key])
     assert raw.source == f"data.path {folder}"
@@ -225,7 +225,7 @@ def test_idx_folder_missing_one_file(tmp_path: Path) -> None:
     folder = write_idx_folder(tmp_path / "mnist", small_arrays())
     (folder / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match=r"missing t10k-labels-idx1-ubyte\[\.gz\]") as caught:
-        load_raw(DataConfig(path=str(folder)), seed=0)
+        load_raw(DataConfig(path=str(folder)))
     assert str(folder) in str(caught.value)
     assert "train-labels" not in str(caught.value).split(";")[0]
 
@@ -240,7 +240,7 @@ def test_npz_loads_and_checks_types(tmp_path: Path) -> None:
         x_train=arrays["x_train"].astype(np.float64),  # whole numbers: accepted, made uint8
         y_train=arrays["y_train"].astype(np.int64),
     )
-    raw = load_raw(DataConfig(path=str(path)), seed=0)
+    raw = load_raw(DataConfig(path=str(path)))
     assert raw.x_train.dtype == np.uint8 and raw.y_train.dtype == np.uint8
     np.testing.assert_array_equal(raw.x_train, arrays["x_train"])
     np.testing.assert_array_equal(raw.y_test, arrays["y_test"])
@@ -252,7 +252,7 @@ def test_npz_missing_key(tmp_path: Path) -> None:
     path = tmp_path / "mnist.npz"
     np.savez(path, **arrays)
     with pytest.raises(DataError, match="the .npz has no y_test") as caught:
-        load_raw(DataConfig(path=str(path)), seed=0)
+        load_raw(DataConfig(path=str(path)))
     assert str(path) in str(caught.value) and "x_train, y_train" in str(caught.value)
 
 
@@ -261,7 +261,7 @@ def test_npz_truncated(tmp_path: Path) -> None:
     contents = path.read_bytes()
     path.write_bytes(contents[: len(contents) // 2])
     with pytest.raises(DataError, match="not a readable .npz archive") as caught:
-        load_raw(DataConfig(path=str(path)), seed=0)
+        load_raw(DataConfig(path=str(path)))
     assert str(path) in str(caught.value)
 
 
@@ -273,7 +273,7 @@ def test_npz_with_a_corrupt_member(tmp_path: Path) -> None:
     contents[middle : middle + 64] = bytes(64)  # zip directory intact, deflate data broken
     path.write_bytes(bytes(contents))
     with pytest.raises(DataError, match=re.escape(str(path))):
-        load_raw(DataConfig(path=str(path)), seed=0)
+        load_raw(DataConfig(path=str(path)))
 
 
 @pytest.mark.parametrize("bad_label", [10, -1])
@@ -282,33 +282,33 @@ def test_npz_label_out_of_range(tmp_path: Path, bad_label: int) -> None:
     labels[5] = bad_label
     path = write_npz(tmp_path / "mnist.npz", y_train=labels)
     with pytest.raises(DataError, match=r"labels span .*expected class numbers 0-9") as caught:
-        load_raw(DataConfig(path=str(path)), seed=0)
+        load_raw(DataConfig(path=str(path)))
     assert "y_train" in str(caught.value)
 
 
 def test_npz_count_mismatch(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "mnist.npz", y_test=small_arrays()["y_test"][:-1])
     with pytest.raises(DataError, match="x_test has 20 images but y_test has 19 labels"):
-        load_raw(DataConfig(path=str(path)), seed=0)
+        load_raw(DataConfig(path=str(path)))
 
 
 def test_npz_scaled_floats_are_refused(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "mnist.npz", x_test=small_arrays()["x_test"] / 255.0)
     with pytest.raises(DataError, match="already scaled"):
-        load_raw(DataConfig(path=str(path)), seed=0)
+        load_raw(DataConfig(path=str(path)))
 
 
 def test_npz_wrong_image_shape(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "mnist.npz", x_train=np.zeros((60, 32, 32), np.uint8))
     with pytest.raises(DataError, match=r"images have shape \(60, 32, 32\)"):
-        load_raw(DataConfig(path=str(path)), seed=0)
+        load_raw(DataConfig(path=str(path)))
 
 
 def test_not_an_npz(tmp_path: Path) -> None:
     path = tmp_path / "mnist.npz"
     path.write_text("hello")
     with pytest.raises(DataError, match="not a readable .npz archive"):
-        load_raw(DataConfig(path=str(path)), seed=0)
+        load_raw(DataConfig(path=str(path)))
 
 
 # --------------------------------------------------------------------------- resolution
@@ -316,7 +316,7 @@ def test_not_an_npz(tmp_path: Path) -> None:
 
 def test_explicit_path_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="data.path: .*absent.npz does not exist"):
-        load_raw(DataConfig(path=str(tmp_path / "absent.npz")), seed=0)
+        load_raw(DataConfig(path=str(tmp_path / "absent.npz")))
 
 
 def test_relative_path_is_relative_to_current_folder(
@@ -324,7 +324,7 @@ def test_relative_path_is_relative_to_current_folder(
 ) -> None:
     write_npz(tmp_path / "mine.npz")
     monkeypatch.chdir(tmp_path)
-    raw = load_raw(DataConfig(path="mine.npz"), seed=0)
+    raw = load_raw(DataConfig(path="mine.npz"))
     assert raw.source == f"data.path {tmp_path / 'mine.npz'}"
 
 
@@ -338,14 +338,14 @@ def test_explicit_path_beats_environment_beats_cache(
     write_npz(cache, y_test=np.full(20, 3, np.uint8))
     monkeypatch.setenv("MNIST_DATA", str(from_environment))
 
-    raw = load_raw(DataConfig(path=str(explicit)), seed=0)
+    raw = load_raw(DataConfig(path=str(explicit)))
     assert raw.source.startswith("data.path") and raw.y_test[0] == 1
 
-    raw = load_raw(DataConfig(), seed=0)
+    raw = load_raw(DataConfig())
     assert raw.source == f"MNIST_DATA={from_environment}" and raw.y_test[0] == 2
 
     monkeypatch.delenv("MNIST_DATA")
-    raw = load_raw(DataConfig(), seed=0)
+    raw = load_raw(DataConfig())
     assert raw.source == f"keras cache {cache}" and raw.y_test[0] == 3
 
 
@@ -359,7 +359,7 @@ def test_environment_variable_pointing_at_nothing(
 
 def test_nothing_found_and_download_impossible() -> None:
     with pytest.raises(DataError) as caught:
-        load_raw(DataConfig(), seed=0)
+        load_raw(DataConfig())
     message = str(caught.value)
     assert "\n" not in message
     assert "network disabled in tests" in message
@@ -377,7 +377,7 @@ def test_download_is_used_when_nothing_is_local(monkeypatch: pytest.MonkeyPatch)
         return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
     monkeypatch.setattr(data_module, "fetch_with_keras", fake_download)
-    raw = load_raw(DataConfig(), seed=0)
+    raw = load_raw(DataConfig())
     assert calls == ["mnist"] and raw.source.startswith("keras download")
     np.testing.assert_array_equal(raw.x_train, arrays["x_train"])
 
@@ -386,13 +386,13 @@ def test_fashion_mnist_environment_and_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = write_idx_folder(tmp_path / "keras-home" / "datasets" / "fashion-mnist", small_arrays())
-    raw = load_raw(DataConfig(dataset="fashion_mnist"), seed=0)
+    raw = load_raw(DataConfig(dataset="fashion_mnist"))
     assert raw.source == f"keras cache {cache}"
 
     other = write_npz(tmp_path / "fashion.npz", y_test=np.full(20, 7, np.uint8))
     monkeypatch.setenv("FASHION_MNIST_DATA", str(other))
     monkeypatch.setenv("MNIST_DATA", str(tmp_path / "not-this-one.npz"))
-    raw = load_raw(DataConfig(dataset="fashion_mnist"), seed=0)
+    raw = load_raw(DataConfig(dataset="fashion_mnist"))
     assert raw.source == f"FASHION_MNIST_DATA={other}" and raw.y_test[0] == 7
 
 
@@ -400,7 +400,7 @@ def test_incomplete_fashion_cache_falls_through_to_download(tmp_path: Path) -> N
     cache = write_idx_folder(tmp_path / "keras-home" / "datasets" / "fashion-mnist", small_arrays())
     (cache / "t10k-images-idx3-ubyte.gz").unlink()
     with pytest.raises(DataError, match="FASHION_MNIST_DATA=/path/to/fashion-mnist"):
-        load_raw(DataConfig(dataset="fashion_mnist"), seed=0)
+        load_raw(DataConfig(dataset="fashion_mnist"))
 
 
 def test_importing_data_does_not_import_keras() -> None:
@@ -425,7 +425,7 @@ def fake_openml(rows: int = 70000, dtype: type = np.uint8) -> tuple[np.ndarray, 
 
 def test_openml_official_split(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(data_module, "fetch_openml_mnist", fake_openml)
-    raw = load_raw(DataConfig(dataset="openml"), seed=0)
+    raw = load_raw(DataConfig(dataset="openml"))
     assert raw.x_train.shape == (60000, 28, 28) and raw.x_test.shape == (10000, 28, 28)
     assert raw.x_train.dtype == np.uint8 and raw.y_train.dtype == np.uint8
     np.testing.assert_array_equal(raw.y_train[:12], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
@@ -433,24 +433,30 @@ def test_openml_official_split(monkeypatch: pytest.MonkeyPatch) -> None:
     assert raw.source.startswith("openml")
 
 
-def test_openml_random_split_is_seeded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data_module, "fetch_openml_mnist", lambda: fake_openml(400, np.float64))
-    first = load_raw(DataConfig(dataset="openml", openml_split="random"), seed=1)
-    again = load_raw(DataConfig(dataset="openml", openml_split="random"), seed=1)
-    other = load_raw(DataConfig(dataset="openml", openml_split="random"), seed=2)
-    assert len(first.y_train) == 300 and len(first.y_test) == 100
-    np.testing.assert_array_equal(first.x_test, again.x_test)
-    assert not np.array_equal(first.x_test, other.x_test)
+def test_openml_pooled_split_is_seeded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_module, "fetch_openml_mnist",
+                        lambda: fake_openml(10400, np.float64))
+
+    def test_images(seed: int) -> np.ndarray:
+        config = Config.model_validate({"seed": seed, "data": {
+            "dataset": "openml", "split": "pooled", "validation_split": 0}})
+        data = prepare(config)
+        assert len(data.y_train) == 7800 and len(data.y_test) == 2600
+        return data.x_test
+
+    first, again, other = test_images(1), test_images(1), test_images(2)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
 
 
 def test_openml_network_failure() -> None:
     with pytest.raises(DataError, match="openml: cannot fetch mnist_784 .*data.path"):
-        load_raw(DataConfig(dataset="openml"), seed=0)
+        load_raw(DataConfig(dataset="openml"))
 
 
 def test_openml_explicit_path_wins(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "mnist.npz")
-    raw = load_raw(DataConfig(dataset="openml", path=str(path)), seed=0)
+    raw = load_raw(DataConfig(dataset="openml", path=str(path)))
     assert raw.source == f"data.path {path}" and len(raw.y_train) == 60
 
 

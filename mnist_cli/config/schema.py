@@ -86,8 +86,8 @@ class DataConfig(_Strict):
     scale: bool = Field(default=True, description="Divide pixels by 255 to get [0, 1].")
     binarize: bool = Field(
         default=False,
-        description="Pixels brighter than `binarize_threshold` (a fraction of full intensity) "
-        "become 1, the rest 0.",
+        description="Pixels brighter than `binarize_threshold` (a fraction of full intensity: "
+        "pixel / 255 > threshold) become 1, the rest 0; threshold 0 means every pixel > 0.",
     )
     binarize_threshold: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
     flatten: bool = Field(
@@ -97,13 +97,29 @@ class DataConfig(_Strict):
     )
     validation_split: Annotated[int | float, Field(ge=0)] = Field(
         default=0.1,
-        description="Held-out part of the TRAINING set: a fraction in [0, 1) or a count (>= 1).",
+        description="Held-out part of the TRAINING set: a fraction in [0, 1) or a count (>= 1); "
+        "0 trains on every training image and reports no validation metrics.",
     )
-    openml_split: Literal[choices.OPENML_SPLITS] = Field(
+    split: Literal[choices.TEST_SPLITS] = Field(
         default="official",
-        description="openml only: the official 60k/10k split, or a seeded random 75/25 split.",
+        description="'official': the dataset's own training and test sets (60000/10000); "
+        "'pooled': both pooled in that order, then a seeded random `test_fraction` is the "
+        "test set (scikit-learn's train_test_split).",
+    )
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        default=0.25, description="split: pooled only: the share of the pooled digits tested on."
     )
     subset: Subset | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openml_split_is_split(cls, values: Any) -> Any:
+        """`openml_split: official|random`, the key of earlier versions, still reads."""
+        if isinstance(values, dict) and "openml_split" in values and "split" not in values:
+            values = dict(values)
+            legacy = values.pop("openml_split")
+            values["split"] = {"random": "pooled"}.get(legacy, legacy)
+        return values
 
     @field_validator("subset", mode="before")
     @classmethod
@@ -226,11 +242,23 @@ class TrainConfig(_Strict):
     nesterov: bool = False
     loss: Literal[choices.LOSSES] = Field(
         default="categorical_crossentropy",
-        description="'quadratic' is Nielsen's cost 1/2 * sum over outputs of (y - a)^2; 'mse' is "
-        "Keras's mean over the 10 outputs (so its gradients are 1/5 of quadratic's).",
+        description="Per image, with y the one-hot label and a the 10 outputs: "
+        "categorical_crossentropy -sum(y log a); mse mean((y - a)^2) over the 10 outputs "
+        "(Keras's); quadratic 1/2 sum((y - a)^2) (Nielsen's); sum_squared_error "
+        "sum((y - a)^2) (= 10 x mse = 2 x quadratic). Every loss is averaged over the batch.",
     )
     batch_size: Annotated[int, Field(gt=0)] = 128
     epochs: Annotated[int, Field(gt=0)] = 10
+    steps: Annotated[int, Field(gt=0)] | None = Field(
+        default=None,
+        description="A budget of optimizer steps (batches) instead of whole epochs: training "
+        "runs ceil(steps / batches per epoch) epochs, the last one cut short.",
+    )
+    shuffle: bool = Field(
+        default=True,
+        description="Reshuffle the training images every epoch (seeded); false visits them "
+        "in the same order, in the same batches, every epoch.",
+    )
     early_stopping: EarlyStopping | None = None
     engine: Literal[choices.ENGINES] = Field(
         default="auto",
@@ -286,6 +314,18 @@ class Config(_Strict):
                 "the name becomes a folder inside the output root"
             )
         return name
+
+    @model_validator(mode="after")
+    def _early_stopping_has_its_metric(self) -> Config:
+        settings = self.train.early_stopping
+        if (settings is not None and settings.monitor.startswith("val_")
+                and self.data.validation_split == 0):
+            raise ValueError(
+                f"train.early_stopping.monitor: {settings.monitor} needs a validation set but "
+                "data.validation_split is 0; monitor loss or accuracy, or hold out a validation "
+                "set"
+            )
+        return self
 
     @model_validator(mode="after")
     def _stack_fits_data(self) -> Config:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnist_cli.config import NUM_CLASSES, Config, DataConfig
+from mnist_cli.data.checks import RawData
 from mnist_cli.data.sources import load_raw
 from mnist_cli.errors import ConfigError
 
@@ -27,7 +28,8 @@ class PreparedData:
     labels are int64 class numbers, not one-hot (the model/loss decides on the encoding).
     The validation arrays come from the training set and have 0 rows when
     `validation_split` is 0. `test_index` is the position of each test row in the
-    dataset's full test set, so a misclassified example can be traced back.
+    dataset's full test set (in the pool of training and test digits for `split: pooled`),
+    so a misclassified example can be traced back.
     `pixels_train`, `pixels_val` and `pixels_test` are the uint8 pixels the features were
     made from (same shapes), and `pixel_table` the float32 feature of each pixel value
     0..255: `x_train == pixel_table[pixels_train]`, exactly.
@@ -139,19 +141,39 @@ def _split_indices(labels: np.ndarray, second_size: int, seed: int) -> tuple[np.
     return np.sort(first), np.sort(second)
 
 
+def _pooled_split(raw: RawData, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+    """The training and test sets pooled in that order (MNIST's 70000 digits are then
+    OpenML's mnist_784 rows), split at random as the Keras tutorial does it: scikit-learn's
+    `train_test_split(test_size=test_fraction, random_state=seed)`, not stratified. The
+    test index is each test digit's position in the pool."""
+    from sklearn.model_selection import train_test_split
+
+    images = np.concatenate([raw.x_train, raw.x_test])
+    labels = np.concatenate([raw.y_train, raw.y_test])
+    train_rows, test_rows = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                             random_state=seed)
+    return (images[train_rows], labels[train_rows], images[test_rows], labels[test_rows],
+            test_rows.astype(np.int64))
+
+
 def prepare(config: Config) -> PreparedData:
     """Load, cut and preprocess the data a config asks for.
 
-    Order matters: the training subset is drawn first (seeded, stratified when possible),
-    the test subset is the first N test images (so `test_index` is the official position),
-    the validation set is taken from the training data only (never the test set), and only
-    then are images preprocessed, so nothing is converted that is thrown away.
+    Order matters: `split: pooled` draws the test set from the pooled digits first; then
+    the training subset is drawn (seeded, stratified when possible), the test subset is the
+    first N test images (so `test_index` keeps its meaning), the validation set is taken
+    from the training data only (never the test set), and only then are images
+    preprocessed, so nothing is converted that is thrown away.
     """
     data = config.data
     seed = config.seed
-    raw = load_raw(data, seed)
+    raw = load_raw(data)
     train_images, train_labels = raw.x_train, raw.y_train
     test_images, test_labels = raw.x_test, raw.y_test
+    test_index = np.arange(len(test_labels), dtype=np.int64)
+    if data.split == "pooled":
+        train_images, train_labels, test_images, test_labels, test_index = _pooled_split(
+            raw, data.test_fraction, seed)
     subset = data.subset
 
     if subset is not None and subset.train is not None:
@@ -171,6 +193,7 @@ def prepare(config: Config) -> PreparedData:
                 f"has {len(test_labels)}"
             )
         test_images, test_labels = test_images[: subset.test], test_labels[: subset.test]
+        test_index = test_index[: subset.test]
 
     validation_size = validation_count(data.validation_split, len(train_labels))
     if validation_size >= len(train_labels):
@@ -196,7 +219,7 @@ def prepare(config: Config) -> PreparedData:
         y_val=validation_labels.astype(np.int64),
         x_test=preprocess(test_images, data),
         y_test=test_labels.astype(np.int64),
-        test_index=np.arange(len(test_labels), dtype=np.int64),
+        test_index=test_index,
         source=raw.source,
         pixels_train=_flattened(train_images, data),
         pixels_val=_flattened(validation_images, data),

@@ -32,10 +32,8 @@ from mnist_cli.errors import DataError, describe_error
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
-# The official MNIST split: OpenML's mnist_784 holds the 60000 training images first and
-# the 10000 test images last.
+# OpenML's mnist_784 holds the 60000 training images first and the 10000 test images last.
 OPENML_TEST_SIZE = 10000
-OPENML_RANDOM_TEST_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -255,49 +253,29 @@ def fetch_openml_mnist() -> tuple[np.ndarray, np.ndarray]:
     return bunch.data, bunch.target
 
 
-def _split_openml(
-    images: np.ndarray, labels: np.ndarray, split: str, seed: int, source: str
-) -> RawData:
-    """The official split (last 10000 rows are the test set), or the tutorial's seeded
-    random 75/25 split (no stratification, the tutorial's exact call) of all rows."""
-    where = f"{source} ({split} split)"
-    if split == "official":
-        if len(labels) <= OPENML_TEST_SIZE:
-            raise DataError(
-                f"{source}: {len(labels)} rows, too few for the official split (the last "
-                f"{OPENML_TEST_SIZE} rows are the test set)"
-            )
-        cut = len(labels) - OPENML_TEST_SIZE
-        train_rows, test_rows = slice(None, cut), slice(cut, None)
-    else:
-        from sklearn.model_selection import train_test_split
-
-        train_rows, test_rows = train_test_split(
-            np.arange(len(labels)),
-            test_size=OPENML_RANDOM_TEST_FRACTION,
-            random_state=seed,
+def _official_openml_split(images: np.ndarray, labels: np.ndarray, source: str) -> RawData:
+    """OpenML's mnist_784 holds the 60000 training images first and the 10000 test last."""
+    if len(labels) <= OPENML_TEST_SIZE:
+        raise DataError(
+            f"{source}: {len(labels)} rows, too few for the official split (the last "
+            f"{OPENML_TEST_SIZE} rows are the test set)"
         )
+    cut = len(labels) - OPENML_TEST_SIZE
     return checked_raw_data(
         {
-            "x_train": (images[train_rows], where),
-            "y_train": (labels[train_rows], where),
-            "x_test": (images[test_rows], where),
-            "y_test": (labels[test_rows], where),
+            "x_train": (images[:cut], source),
+            "y_train": (labels[:cut], source),
+            "x_test": (images[cut:], source),
+            "y_test": (labels[cut:], source),
         },
-        where,
+        source,
     )
 
 
-def _load_openml(data: DataConfig, seed: int) -> RawData:
+def _load_openml(data: DataConfig) -> RawData:
     if data.path:
-        # A local copy wins; its train and test sets are pooled in order (the same 70000
-        # rows as OpenML's) so `openml_split: random` means the same thing either way.
-        local = _load_local(_explicit_path(data.path, "data.path"))
-        if data.openml_split == "official":
-            return local
-        images = np.concatenate([local.x_train, local.x_test])
-        labels = np.concatenate([local.y_train, local.y_test])
-        return _split_openml(images, labels, data.openml_split, seed, local.source)
+        # A local copy wins: its training then test images are OpenML's 70000 rows.
+        return _load_local(_explicit_path(data.path, "data.path"))
     try:
         features, targets = fetch_openml_mnist()
     except Exception as error:  # network, HTTP and OpenML errors share no base class
@@ -313,7 +291,7 @@ def _load_openml(data: DataConfig, seed: int) -> RawData:
     except (TypeError, ValueError):
         raise DataError(f"{source}: labels are not class numbers 0-9") from None
     images = as_pixels(np.asarray(features), source)
-    return _split_openml(images, labels, data.openml_split, seed, source)
+    return _official_openml_split(images, labels, source)
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,13 +299,11 @@ def _load_openml(data: DataConfig, seed: int) -> RawData:
 # ---------------------------------------------------------------------------------------
 
 
-def load_raw(data: DataConfig, seed: int) -> RawData:
-    """The dataset the config names, as stored (uint8), checked, with where it came from.
-
-    `seed` matters only for `openml_split: random`.
-    """
+def load_raw(data: DataConfig) -> RawData:
+    """The dataset the config names, as stored (uint8), checked, with where it came from:
+    its official training and test sets (`prepare` pools them for `split: pooled`)."""
     if data.dataset == "openml":
-        return _load_openml(data, seed)
+        return _load_openml(data)
     resolved = resolve_mnist_path(data.path, data.dataset)
     if resolved is None:
         return _download_keras_dataset(data.dataset)

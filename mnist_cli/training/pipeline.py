@@ -32,7 +32,7 @@ from mnist_cli.atomic_files import (
 )
 from mnist_cli.config import Config
 from mnist_cli.data import PreparedData, check_batch_size, prepare
-from mnist_cli.errors import Interrupted
+from mnist_cli.errors import ConfigError, Interrupted
 from mnist_cli.runs import RunDir, create_run_dir
 from mnist_cli.training import engines, interrupt
 from mnist_cli.training.checkpoints import (
@@ -42,7 +42,12 @@ from mnist_cli.training.checkpoints import (
     data_fingerprint,
 )
 from mnist_cli.training.early_stopping import EarlyStopping
-from mnist_cli.training.engines.contract import EngineJob, PartialEpoch
+from mnist_cli.training.engines.contract import (
+    EngineJob,
+    PartialEpoch,
+    batches_in_epoch,
+    epochs_for_steps,
+)
 from mnist_cli.training.epochs import EpochEvents
 from mnist_cli.training.history import History
 from mnist_cli.training.progress import Progress
@@ -85,6 +90,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     # empty run behind.
     data = prepare(config)
     check_batch_size(config, data)
+    config = _with_step_budget(config, len(data.y_train))
     from mnist_cli.model import build_model, compile_model
 
     model = compile_model(build_model(config), config)
@@ -140,6 +146,32 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         raise _interrupted(run, saved or on_disk, config) from None
 
 
+def _with_step_budget(config: Config, train_count: int) -> Config:
+    """`config` with `train.epochs` set to what its step budget takes (`train.steps`), so
+    that the run's config.yaml, the progress lines and resume all count those epochs. An
+    `epochs` given beside `steps` must agree with it."""
+    train = config.train
+    if train.steps is None:
+        return config
+    epochs = epochs_for_steps(train.steps, train_count, train.batch_size)
+    if "epochs" in train.model_fields_set and train.epochs != epochs:
+        raise ConfigError(
+            f"train.epochs: {train.epochs} does not match train.steps: {train.steps} batches of "
+            f"{train.batch_size} from {train_count} training images take {epochs} "
+            f"epoch{'s' if epochs != 1 else ''}; "
+            "give train.steps or train.epochs, not both"
+        )
+    config = config.model_copy(deep=True)
+    config.train.epochs = epochs
+    return config
+
+
+def _samples_trained(config: Config, train_count: int, epochs: int) -> int:
+    """Training images seen in `epochs` epochs (fewer in the last epoch of a step budget)."""
+    return sum(min(train_count, batches_in_epoch(config.train, epoch, train_count)
+                   * config.train.batch_size) for epoch in range(epochs))
+
+
 def _open_run(config: Config, resolved: Config, resume: ResumePoint | None,
               echo: Callable[[str], None]) -> RunDir:
     """A new run directory holding the resolved config.yaml, or the stopped run's own."""
@@ -192,13 +224,16 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
     epochs_run = len(history)
     metrics.update({
         "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round(len(data.y_train) * epochs_run / train_seconds, 1)
+        "samples_per_second": round(
+            _samples_trained(config, len(data.y_train), epochs_run) / train_seconds, 1)
         if train_seconds > 0 else None,
         "epochs_completed": epochs_run,
         "stopped_early": early_stopping.stopped_early,
         "best_epoch": early_stopping.best_epoch,
         "num_train": int(len(data.y_train)),
         "num_validation": int(len(data.y_val)),
+        "split": config.data.split,
+        "test_fraction": config.data.test_fraction if config.data.split == "pooled" else None,
         "seed": config.seed,
         "engine": engine,
         "peak_memory_mib": _peak_memory_mib(),

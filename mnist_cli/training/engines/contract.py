@@ -6,8 +6,9 @@ optimizer's variables hold the current state (the checkpoint saves them), then c
 `job.events.epoch_ended(epoch, logs)` with Keras-style logs, and stops when that returns
 True (early stopping or Ctrl-C). It starts from the variables it finds in the model
 (restored from the checkpoint on a resume), and visits epoch `e` in the order
-`epoch_permutation(seed, e, n)`, or another function of `(seed, e)` only, so a resumed run
-visits the batches of an uninterrupted one. An engine that can stop inside an epoch calls
+`epoch_order(seed, e, n, shuffle)`, or another function of `(seed, e)` only, so a resumed
+run visits the batches of an uninterrupted one, and trains `batches_in_epoch` batches of it
+(all but in the last epoch of a step budget). An engine that can stop inside an epoch calls
 `job.events.epoch_interrupted(epoch, batches_done)` there, with the variables current, and
 continues such an epoch from `job.partial`.
 
@@ -16,6 +17,7 @@ Importing this module imports NumPy only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from mnist_cli.config import Config
+    from mnist_cli.config import Config, TrainConfig
     from mnist_cli.data import PreparedData
 
 
@@ -44,6 +46,32 @@ def epoch_permutation(seed: int, epoch: int, count: int) -> np.ndarray:
     engine has reseeded NumPy at the epoch's start; the fast engines use this directly.
     """
     return np.random.RandomState(epoch_seed(seed, epoch)).permutation(count)
+
+
+def epoch_order(seed: int, epoch: int, count: int, shuffle: bool = True) -> np.ndarray:
+    """The rows epoch `epoch` visits: `epoch_permutation`, or 0..count-1 in every epoch
+    when the config says `train.shuffle: false`."""
+    if not shuffle:
+        return np.arange(count)
+    return epoch_permutation(seed, epoch, count)
+
+
+def batches_per_epoch(count: int, batch_size: int) -> int:
+    return math.ceil(count / batch_size)
+
+
+def batches_in_epoch(train: TrainConfig, epoch: int, count: int) -> int:
+    """How many batches epoch `epoch` trains: all of them, except in the last epoch of a
+    step budget (`train.steps`), which stops when the budget is spent."""
+    full = batches_per_epoch(count, train.batch_size)
+    if train.steps is None:
+        return full
+    return max(0, min(full, train.steps - epoch * full))
+
+
+def epochs_for_steps(steps: int, count: int, batch_size: int) -> int:
+    """The epochs a budget of `steps` batches takes, the last one possibly cut short."""
+    return math.ceil(steps / batches_per_epoch(count, batch_size))
 
 
 class EpochEvents(Protocol):

@@ -9,7 +9,7 @@ does not depend on the backend lives here:
   same gradients, the same metrics as fit's smaller batch, for networks whose layers treat
   each row on its own (Dense, Dropout, Flatten: all this tool builds, `check_layers`), with
   one compiled step instead of two.
-- `Batches.order`: epoch `e` visits the samples in `contract.epoch_permutation(seed, e, n)`.
+- `Batches.order`: epoch `e` visits the samples in `contract.epoch_order(seed, e, n)`.
 - `encode_features`: the training data goes to the device as the prepared data's uint8
   pixels (a quarter of the memory and of the traffic of float32) with the exact float32
   feature of each of the 256 pixel values.
@@ -32,7 +32,12 @@ import numpy as np
 
 from mnist_cli.config import Config
 from mnist_cli.errors import ConfigError, RunDirError
-from mnist_cli.training.engines.contract import EngineJob, EpochEvents, epoch_permutation
+from mnist_cli.training.engines.contract import (
+    EngineJob,
+    EpochEvents,
+    batches_in_epoch,
+    epoch_order,
+)
 
 # What a compiled epoch returns, in this order (the last two only with a validation set).
 LOG_NAMES = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -47,9 +52,10 @@ class EpochProgram(Protocol):
     """One backend's compiled epoch, as `train_epochs` drives it."""
 
     def run_epoch(self, order: np.ndarray) -> dict[str, float]:
-        """Train one epoch visiting the rows in `order` ((batches, batch_size) int32, the
-        padded rows last); return the Keras-style logs: loss, accuracy, and val_loss,
-        val_accuracy when there is a validation set."""
+        """Train one epoch visiting the rows in `order` ((batches, batch_size) int32: all
+        `Batches.number` batches, the padded rows last, or fewer full batches when a step
+        budget cuts the epoch short); return the Keras-style logs: loss, accuracy, and
+        val_loss, val_accuracy when there is a validation set."""
 
     def write_back(self) -> None:
         """Make the Keras model's and optimizer's variables hold the current state."""
@@ -75,12 +81,22 @@ class Batches:
         return (np.arange(self.padded_count) < self.count).astype(np.float32).reshape(
             self.number, self.batch_size)
 
-    def order(self, seed: int, epoch: int) -> np.ndarray:
-        """(batches, batch_size) int32: the rows epoch `epoch` visits, batch by batch; the
-        padding rows repeat row 0 (their weight is 0)."""
+    def rows_in(self, order: np.ndarray) -> int:
+        """The real rows of an epoch's `order`: all of them, or whole batches only when a
+        step budget cut the epoch short (padding sits in the last batch alone)."""
+        if order.shape[0] == self.number:
+            return self.count
+        return order.shape[0] * self.batch_size
+
+    def order(self, seed: int, epoch: int, shuffle: bool = True,
+              batches: int | None = None) -> np.ndarray:
+        """(batches, batch_size) int32: the rows epoch `epoch` visits, batch by batch (the
+        first `batches` batches; default all); the padding rows repeat row 0 (their weight
+        is 0)."""
         order = np.zeros(self.padded_count, dtype=np.int32)
-        order[: self.count] = epoch_permutation(seed, epoch, self.count)
-        return order.reshape(self.number, self.batch_size)
+        order[: self.count] = epoch_order(seed, epoch, self.count, shuffle)
+        order = order.reshape(self.number, self.batch_size)
+        return order if batches is None else order[:batches]
 
 
 @dataclass(frozen=True)
@@ -143,7 +159,8 @@ def train_epochs(program: EpochProgram, events: EpochEvents, config: Config, ini
     events say so (early stopping, Ctrl-C)."""
     for epoch in range(initial_epoch, config.train.epochs):
         events.epoch_started(epoch)
-        logs = program.run_epoch(batches.order(config.seed, epoch))
+        count = batches_in_epoch(config.train, epoch, batches.count)
+        logs = program.run_epoch(batches.order(config.seed, epoch, config.train.shuffle, count))
         program.write_back()
         if events.epoch_ended(epoch, logs):
             return

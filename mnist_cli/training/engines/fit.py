@@ -7,9 +7,10 @@ A Keras callback turns fit's epochs into the contract's events and makes fit res
   every epoch's start, so an epoch's order does not depend on how many epochs this process
   ran before it. TensorFlow shuffles inside its tf.data pipeline (and torch with its own
   sampler), with a generator whose position cannot be saved or set per epoch: there a
-  resumed run sees other batches than an uninterrupted one (`reproducible_shuffling`).
+  resumed run sees other batches than an uninterrupted one (`reproducible_order`); without
+  shuffling (`train.shuffle: false`) the order is the same on every backend.
 - Ctrl-C: after every batch the stop flag is checked; in the middle of an epoch fit stops
-  there, and where the shuffling is reproducible the partial epoch is saved
+  there, and where the order is reproducible the partial epoch is saved
   (`events.epoch_interrupted`) and later continued from its next batch, in the order the
   uninterrupted epoch used, with its metric accumulators restored. Elsewhere an epoch
   stopped in its middle is trained again from its start.
@@ -19,7 +20,6 @@ Import this module only after `runtime.start()`: it imports Keras.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -31,15 +31,17 @@ from mnist_cli.training import interrupt
 from mnist_cli.training.engines.contract import (
     EngineJob,
     EpochEvents,
-    epoch_permutation,
+    batches_in_epoch,
+    batches_per_epoch,
+    epoch_order,
     epoch_seed,
 )
 
 
-def reproducible_shuffling() -> bool:
-    """Whether `model.fit` visits epoch `e` in the order `epoch_permutation(seed, e, n)`:
-    on JAX only (see the module's docstring)."""
-    return keras.backend.backend() == "jax"
+def reproducible_order(shuffle: bool) -> bool:
+    """Whether `model.fit` visits epoch `e` in the order `epoch_order(seed, e, n, shuffle)`:
+    always without shuffling, and on JAX only with it (see the module's docstring)."""
+    return not shuffle or keras.backend.backend() == "jax"
 
 
 class _EpochCallback(keras.callbacks.Callback):
@@ -94,25 +96,23 @@ class _EpochCallback(keras.callbacks.Callback):
 
 
 def train(job: EngineJob) -> None:
-    """Train `job` with `model.fit`: first the rest of a partial epoch (`job.partial`),
-    then the remaining epochs."""
+    """Train `job` with `model.fit`: first the rest of a partial epoch (`job.partial`), then
+    the whole epochs, then the last epoch of a step budget when the budget cuts it short."""
     model, config, data = job.model, job.config, job.data
     x_train, y_train = data.x_train, one_hot(data.y_train)
-    batch_size = config.train.batch_size
-    batches_per_epoch = math.ceil(len(x_train) / batch_size)
+    count, batch_size, shuffle = len(x_train), config.train.batch_size, config.train.shuffle
     validation = (data.x_val, one_hot(data.y_val)) if len(data.y_val) else None
-    save_partial = reproducible_shuffling()
+    save_partial = reproducible_order(shuffle)
 
-    def fit(x: np.ndarray, y: np.ndarray, first_epoch: int, *, shuffle: bool,
-            **callback_options: Any) -> bool:
-        callback = _EpochCallback(job.events, seed=config.seed,
-                                  batches_per_epoch=batches_per_epoch,
+    def fit(x: np.ndarray, y: np.ndarray, first_epoch: int, end_epoch: int, *,
+            shuffle: bool, batches: int, **callback_options: Any) -> bool:
+        callback = _EpochCallback(job.events, seed=config.seed, batches_per_epoch=batches,
                                   save_partial=save_partial, **callback_options)
         model.fit(
             x,
             y,
             batch_size=batch_size,
-            epochs=config.train.epochs,
+            epochs=end_epoch,
             initial_epoch=first_epoch,
             validation_data=validation,
             shuffle=shuffle,
@@ -121,15 +121,27 @@ def train(job: EngineJob) -> None:
         )
         return callback.stopped
 
-    initial_epoch = job.initial_epoch
+    def fit_rows(epoch: int, first_batch: int = 0, **callback_options: Any) -> bool:
+        """One epoch from batch `first_batch` to its last (or its budget's), in its order."""
+        batches = batches_in_epoch(config.train, epoch, count)
+        rows = epoch_order(config.seed, epoch, count, shuffle)[
+            first_batch * batch_size: batches * batch_size]
+        return fit(x_train[rows], y_train[rows], epoch, epoch + 1, shuffle=False,
+                   batches=batches, first_batch=first_batch, single_epoch=True,
+                   **callback_options)
+
+    epoch, epochs = job.initial_epoch, config.train.epochs
     if job.partial is not None:
-        rest = epoch_permutation(config.seed, initial_epoch, len(x_train))[
-            job.partial.batches_done * batch_size:]
-        stopped = fit(x_train[rest], y_train[rest], initial_epoch, shuffle=False,
-                      first_batch=job.partial.batches_done,
-                      on_epoch_start=job.partial.restore_metrics, single_epoch=True)
-        if stopped:
+        if fit_rows(epoch, job.partial.batches_done,
+                    on_epoch_start=job.partial.restore_metrics):
             return
-        initial_epoch += 1
-    if initial_epoch < config.train.epochs:
-        fit(x_train, y_train, initial_epoch, shuffle=True)
+        epoch += 1
+    full = batches_per_epoch(count, batch_size)
+    whole_epochs = epochs if batches_in_epoch(config.train, epochs - 1, count) == full \
+        else epochs - 1
+    if epoch < whole_epochs:
+        if fit(x_train, y_train, epoch, whole_epochs, shuffle=shuffle, batches=full):
+            return
+        epoch = whole_epochs
+    if epoch < epochs:
+        fit_rows(epoch)

@@ -296,9 +296,9 @@ class JaxEpochs:
     def _epoch_program(self, state: tuple, order: jax.Array, device: dict) -> tuple:
         carry = (*state, jnp.float32(0), jnp.float32(0))
         carry, _ = jax.lax.scan(lambda carry, batch: self._step(carry, batch, device),
-                                carry, (order, device["row_weights"]))
+                                carry, (order, device["row_weights"][: order.shape[0]]))
         trainable, non_trainable, optimizer_values, loss_sum, correct_sum = carry
-        count = self.batches.count
+        count = self.batches.rows_in(order)  # a number known when tracing
         metrics = [loss_sum / count, correct_sum / count]
         if device["validation_pixels"] is not None:
             inputs = self._decode(device["validation_pixels"], device["validation_table"])

@@ -68,7 +68,7 @@ class TensorFlowEpochs:
         variables = self.model.trainable_variables
         loss_sum = tf.constant(0.0)
         correct_sum = tf.constant(0.0)
-        for index in tf.range(self.batches.number):
+        for index in tf.range(order.shape[0]):
             rows = order[index]
             weights = self.row_weights[index]
             inputs = self._decode(tf.gather(self.pixels, rows), self.table)
@@ -82,7 +82,7 @@ class TensorFlowEpochs:
             hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
             loss_sum += total
             correct_sum += tf.reduce_sum(tf.cast(hits, tf.float32) * weights)
-        count = float(self.batches.count)
+        count = float(self.batches.rows_in(order))  # a number known when tracing
         metrics = [loss_sum / count, correct_sum / count]
         if self.validation is not None:
             values, table, labels = self.validation
