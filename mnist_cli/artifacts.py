@@ -55,6 +55,7 @@ def write_error_grid(
     per_row: int = ERROR_GRID_PER_ROW,
     selection: str = "",
     order: str = "index",
+    score: str = "probability",
 ) -> int:
     """Draw misclassified digits as a captioned grid and save it atomically as `path`.
 
@@ -64,7 +65,8 @@ def write_error_grid(
     already filtered and ordered (default: every error, in test-set order); the first `limit`
     are drawn. Each digit is captioned `true → predicted (probability)` with its index in
     the test set below it, so it can be found in `errors.csv` or in the dataset. Returns
-    the number of digits drawn.
+    the number of digits drawn. `score` names the number in the caption: "probability"
+    for a softmax output, "score" for a sigmoid or linear one.
     """
     if positions is None:
         positions = select_errors(labels, outputs)
@@ -75,7 +77,8 @@ def write_error_grid(
         for row in shown
     ]
     footnotes = [f"#{int(test_index[row])}" for row in shown]
-    how_many = f"{len(positions)} misclassified test digits{selection}"
+    how_many = (f"{len(positions)} misclassified test "
+                f"digit{'s' if len(positions) != 1 else ''}{selection}")
     if len(shown) < len(positions):
         how_many += (f", the {len(shown)} most confidently wrong shown" if order == "confidence"
                      else f", the first {len(shown)} shown")
@@ -85,7 +88,7 @@ def write_error_grid(
     binarized = bool(len(shown)) and bool(np.isin(images[shown], (0.0, 1.0)).all())
     seen = "binarized, as the network saw them" if binarized else "as the network saw them"
     title = f"{name}: {how_many}"
-    note = (f"Caption: true digit → predicted digit (probability of the prediction); "
+    note = (f"Caption: true digit → predicted digit ({score} of the prediction); "
             f"below: #index in the test set. Digits {seen}.")
     pictures = (images[shown].reshape(-1, 28, 28) if len(shown)
                 else np.zeros((0, 28, 28), dtype=np.float32))

@@ -154,6 +154,24 @@ def find_runs(output_root: str | Path) -> tuple[list[RunSummary], list[Path]]:
     return runs, skipped
 
 
+LATEST = "latest"
+
+
+def resolve_run(text: str | Path, output_root: str | Path = "outputs") -> Path:
+    """`text` as a path, or, for `latest`, the newest run under `output_root`."""
+    if str(text) != LATEST:
+        return Path(text)
+    root = Path(output_root)
+    if not root.is_dir():
+        raise RunDirError(f"latest: there is no {root} folder here yet; train a run first "
+                          "(mnist train -c configs/quickstart.yaml)")
+    found, _ = find_runs(root)
+    if not found:
+        raise RunDirError(f"latest: no run in {root} yet; train one first "
+                          "(mnist train -c configs/quickstart.yaml)")
+    return sort_runs(found, "date")[-1].path
+
+
 def sort_runs(runs: list[RunSummary], key: str = "date") -> list[RunSummary]:
     """Oldest first by date (the newest ends next to the prompt), or best test accuracy
     first; runs without an accuracy go last either way."""

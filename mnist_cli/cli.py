@@ -7,9 +7,10 @@ Library errors (`MnistCliError`) become one `Error: ...` line and their exit cod
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
-import sys
+import signal
 
 import click
 
@@ -21,11 +22,30 @@ from mnist_cli.errors import (
     UsageError,
     describe_error,
 )
+from mnist_cli.terminal import Output, say_error
 
 # A command sets ctx.meta[SHOW_TRACEBACKS] = True (`mnist train --verbose`) to let an
 # unexpected exception through with its traceback; so does the environment variable.
 SHOW_TRACEBACKS = "mnist_cli.show_tracebacks"
 TRACEBACK_VARIABLE = "MNIST_CLI_TRACEBACK"
+
+
+class _Command(click.Command):
+    """A command whose line in `mnist --help` is its docstring's first sentence, whole."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        first_paragraph = (self.help or "").strip().split("\n\n")[0]
+        return " ".join(first_paragraph.split())
+
+
+class _RunPath(click.Path):
+    """A run directory (or model file) path; `latest` names the newest run under outputs/."""
+
+    def convert(self, value, parameter, context):
+        from mnist_cli.catalog import resolve_run
+
+        return str(resolve_run(value)) if value == "latest" else super().convert(
+            value, parameter, context)
 
 
 class _Group(click.Group):
@@ -36,20 +56,24 @@ class _Group(click.Group):
     else, which would be a bug, with 1 and a hint on how to see the traceback.
     """
 
+    command_class = _Command
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except Interrupted as error:
-            click.echo(str(error), err=True)
+            _quit_quietly()
+            say_error(str(error))
             ctx.exit(error.exit_code)
         except MnistCliError as error:
-            click.echo(f"Error: {error}", err=True)
+            say_error(f"Error: {error}")
             ctx.exit(error.exit_code)
         except OSError as error:
-            click.echo(f"Error: {_describe_os_error(error)}", err=True)
+            say_error(f"Error: {_describe_os_error(error)}")
             ctx.exit(1)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+            _quit_quietly()
+            say_error("Interrupted.")
             ctx.exit(Interrupted.exit_code)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
@@ -64,6 +88,13 @@ class _Group(click.Group):
                 err=True,
             )
             ctx.exit(1)
+
+
+def _quit_quietly() -> None:
+    """After Ctrl-C the process only exits: a further Ctrl-C must not interrupt the
+    backends' exit handlers (JAX's) with a traceback."""
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _describe_os_error(error: OSError) -> str:
@@ -88,8 +119,11 @@ def cli() -> None:
 
 
 @cli.command()
+@click.argument("config_argument", required=False, metavar="[CONFIG]",
+                type=click.Path(dir_okay=False))
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config of the experiment (defaults are used for missing keys).")
+              help="YAML config of the experiment (defaults are used for missing keys); "
+                   "the same as giving CONFIG.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config key, e.g. --set train.epochs=5 (repeatable).")
 @click.option("--epochs", type=int, help="Shortcut for --set train.epochs=N.")
@@ -110,16 +144,18 @@ def cli() -> None:
               help="Validate the config, print it resolved and the model summary; no training.")
 @click.option("--no-summary", is_flag=True,
               help="With --dry-run: skip the model summary (does not import Keras).")
-@click.option("--resume", "resume_dir", type=click.Path(), metavar="RUN_DIR",
+@click.option("--resume", "resume_dir", type=_RunPath(), metavar="RUN_DIR",
               help="Continue a stopped run (Ctrl-C, kill, crash) from its last checkpoint, "
-                   "with its own config.yaml.")
+                   "with its own config.yaml; `latest`: the newest run under outputs/.")
 @click.option("--verbose", "-v", is_flag=True,
               help="Show the backend's native log messages, and tracebacks of unexpected errors.")
-def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine,
-          deterministic, dry_run, no_summary, resume_dir, verbose) -> None:
+def train(config_argument, config_path, overrides, epochs, batch_size, seed, out, backend,
+          engine, deterministic, dry_run, no_summary, resume_dir, verbose) -> None:
     """Train a network described by a YAML config into a new run directory.
 
-    The run directory (outputs/<name>-<timestamp>/ by default) receives config.yaml,
+    Without a config it trains the built-in defaults (a 784-128-10 network, Adam, 10
+    epochs; --dry-run shows them all) and says so. The run directory
+    (outputs/<name>-<timestamp>/ by default) receives config.yaml,
     history.csv and checkpoint.npz after every epoch, then model.keras, learning_curves.png,
     errors.png and metrics.json. Ctrl-C stops at the end of the current epoch (fast
     engine) or batch (fit engine), saves, and prints the command that resumes the run.
@@ -127,11 +163,15 @@ def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine
     \b
     Example:
       mnist train --config configs/keras-784-500-10.yaml
+      mnist train configs/quickstart.yaml
       mnist train -c configs/quickstart.yaml --epochs 3 --set train.learning_rate=0.01
       mnist train -c configs/nielsen-784-30-10.yaml --dry-run
-      mnist train --resume outputs/keras-784-500-10-20250101-120000
+      mnist train --resume latest
     """
     click.get_current_context().meta[SHOW_TRACEBACKS] = verbose
+    if config_argument is not None and config_path is not None:
+        raise UsageError(f"two configs: {config_argument} and --config {config_path}; give one")
+    config_path = config_path or config_argument
     if resume_dir is not None:
         given = [name for name, value in (
             ("--config", config_path), ("--set", overrides), ("--epochs", epochs),
@@ -162,20 +202,53 @@ def train(config_path, overrides, epochs, batch_size, seed, out, backend, engine
         "train.engine": engine,
         "runtime.deterministic": deterministic,
     }
-    config = load_config(config_path, list(overrides), flags)
+    flag_names = {
+        "train.epochs": "--epochs", "train.batch_size": "--batch-size", "seed": "--seed",
+        "output.root": "--out", "runtime.backend": "--backend", "train.engine": "--engine",
+        "runtime.deterministic": "--deterministic",
+    }
+    config = load_config(config_path, list(overrides), flags, flag_names)
     if dry_run:
+        checked = _check_without_training(config)
         click.echo(config.to_yaml().rstrip())
+        click.echo(checked)
         if not no_summary:
             _print_summary(config, verbose)
         return
+    if config_path is None and not overrides:
+        click.echo("No config given: training the built-in defaults (see them with "
+                   "`mnist train --dry-run`; give a recipe with -c configs/<name>.yaml).")
     _start_training(config, verbose)
+
+
+def _check_without_training(config) -> str:
+    """What --dry-run checks beyond the config, said in two lines: the data can be found and
+    read, the batch fits it, and what `auto` resolves to here. Imports no Keras."""
+    from mnist_cli.runtime import resolve_backend
+    from mnist_cli.training.engines import resolve_engine
+    from mnist_cli.training.pipeline import prepare_for_training
+
+    data, config = prepare_for_training(config)
+    backend = resolve_backend(config.runtime.backend)
+    engine = resolve_engine(config.train.engine, backend)
+    auto = " (what auto resolves to here)" if "auto" in (config.runtime.backend,
+                                                         config.train.engine) else ""
+    return (f"\nData: {data.source} - {len(data.y_train)} train, {len(data.y_val)} "
+            f"validation, {len(data.y_test)} test\nBackend: {backend}, engine: {engine}{auto}")
 
 
 def _start_training(config, verbose: bool, resume=None) -> None:
     from mnist_cli.training.pipeline import train as run_training
 
-    run_training(config, echo=click.echo, progress_bar=sys.stdout.isatty(), resume=resume,
-                 verbose=verbose)
+    # Progress goes to stdout while someone reads it (`| head` may stop reading).
+    output = Output()
+    result = run_training(config, echo=output, progress_bar=output.isatty(), resume=resume,
+                          verbose=verbose)
+    import shlex
+
+    run = shlex.quote(str(result.run_dir))
+    output(f"Next: mnist evaluate {run}\n      mnist show-errors {run}\n"
+           f"      mnist predict {run} my-digit.png")
 
 
 def _print_summary(config, verbose: bool) -> None:
@@ -211,7 +284,7 @@ def _locate_and_start(model_path: str, config_path: str | None, backend: str | N
 
 
 @cli.command()
-@click.argument("model_path", metavar="RUN_DIR|MODEL.keras")
+@click.argument("model_path", metavar="RUN_DIR|MODEL.keras", type=_RunPath())
 @_CONFIG_OPTION
 @click.option("--split", type=click.Choice(choices.SPLITS), default="test",
               show_default=True, help="Which part of the run's data to evaluate on.")
@@ -236,6 +309,7 @@ def evaluate(model_path, config_path, split, data_path, output_folder, predictio
     \b
     Example:
       mnist evaluate outputs/keras-784-500-10-20250101-120000
+      mnist evaluate latest
       mnist evaluate outputs/my-run --split val --predictions val-predictions.csv
       mnist evaluate saved/model.keras --config configs/keras-784-500-10.yaml --data mnist.npz
     """
@@ -250,10 +324,14 @@ def evaluate(model_path, config_path, split, data_path, output_folder, predictio
     click.echo(format_evaluation(evaluation.report))
     click.echo("")
     click.echo("Wrote " + ", ".join(str(path) for path in evaluation.written))
+    if predictions_path is not None and split != "test":
+        words = {"val": "validation", "train": "training"}[split]
+        click.echo(f"(In {predictions_path}, index is the row in this run's {words} set, "
+                   f"0 to {len(evaluation.labels) - 1}, not a position in the dataset.)")
 
 
 @cli.command("show-errors")
-@click.argument("model_path", metavar="RUN_DIR|MODEL.keras")
+@click.argument("model_path", metavar="RUN_DIR|MODEL.keras", type=_RunPath())
 @_CONFIG_OPTION
 @click.option("--limit", type=click.IntRange(min=1), default=30, show_default=True,
               help="How many digits to draw (errors.csv lists them all).")
@@ -298,13 +376,15 @@ def show_errors(model_path, config_path, limit, per_row, sort, true_digit, predi
             click.echo(f"No misclassified test digits match the filter "
                        f"({result.total_errors} errors in all); nothing written.")
         return
-    click.echo(f"{result.selected} misclassified test digits selected "
-               f"({result.total_errors} errors in all); {result.shown} drawn.")
+    digits = "digit" if result.selected == 1 else "digits"
+    errors = "error" if result.total_errors == 1 else "errors"
+    click.echo(f"{result.selected} misclassified test {digits} selected "
+               f"({result.total_errors} {errors} in all); {result.shown} drawn.")
     click.echo(f"Wrote {result.picture} and {result.table}")
 
 
 @cli.command()
-@click.argument("model_path", metavar="RUN_DIR|MODEL.keras")
+@click.argument("model_path", metavar="RUN_DIR|MODEL.keras", type=_RunPath())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @_CONFIG_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
@@ -349,7 +429,8 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
         width = max(len(str(result.image)) for result in results)
         for result in results:
             if result.error is None:
-                click.echo(format_prediction(result, width))
+                click.echo(format_prediction(
+                    result, width, source.config.model.outputs_probabilities))
     if plot_path is not None and len(failures) < len(results):
         from mnist_cli.inspection.prediction import write_predictions_figure
 
@@ -399,7 +480,7 @@ def runs(output_root, sort, as_json) -> None:
 
 
 @cli.command()
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(), metavar="RUN_DIR...")
+@click.argument("run_dirs", nargs=-1, required=True, type=_RunPath(), metavar="RUN_DIR...")
 @click.option("--out", default="comparison.png", show_default=True,
               type=click.Path(dir_okay=False), help="The PNG to write.")
 def compare(run_dirs, out) -> None:

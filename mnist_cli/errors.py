@@ -41,6 +41,11 @@ class DataError(MnistCliError):
     """A dataset cannot be found, read or trusted."""
 
 
+class DatasetNotFound(DataError):
+    """No local copy of the dataset, and the download failed; each command adds how to
+    point it at a copy."""
+
+
 class RunDirError(MnistCliError):
     """A path is not a usable run directory (or a saved model is not a model)."""
 

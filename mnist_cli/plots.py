@@ -99,7 +99,8 @@ def error_caption(true_label: int, predicted_label: int, probability: float) -> 
     return f"{true_label} → {predicted_label} ({probability:.2f})"
 
 
-def confusion_matrix_figure(matrix: Sequence[Sequence[int]], title: str) -> Figure:
+def confusion_matrix_figure(matrix: Sequence[Sequence[int]], title: str,
+                            digits: str = "test digits") -> Figure:
     """The confusion matrix with its counts written in every cell.
 
     The diagonal (correct answers, thousands) and the errors (mostly single digits) differ by
@@ -144,7 +145,7 @@ def confusion_matrix_figure(matrix: Sequence[Sequence[int]], title: str) -> Figu
     axes.xaxis.set_label_position("top")
     axes.xaxis.tick_top()
     colorbar = figure.colorbar(image, ax=axes, shrink=0.8)
-    colorbar.set_label("misclassified test digits (off the diagonal)")
+    colorbar.set_label(f"misclassified {digits} (off the diagonal)")
     axes.set_title(title, fontsize=11)
     return figure
 

@@ -6,13 +6,14 @@ schema, whose first problem becomes one `ConfigError` line naming the key. Only
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from mnist_cli.config.schema import Config
+from mnist_cli.config.schema import Config, Initializer, plain_types
 from mnist_cli.errors import ConfigError
 
 _UNION_TAGS = {"size", "layer", "str", "Initializer"}
@@ -29,11 +30,33 @@ def _format_location(location: tuple) -> str:
     return text
 
 
-def _readable_message(detail: dict) -> str:
+def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key the schema knows, sections included (`train`, `train.epochs`)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        for kind in plain_types(field.annotation):
+            if isinstance(kind, type) and issubclass(kind, BaseModel) and kind is not Initializer:
+                keys.extend(valid_keys(kind, f"{dotted}."))
+    return keys
+
+
+def _unknown_key_message(location: str) -> str:
+    """'unknown key; did you mean train.learning_rate?', as click does for a command."""
+    parent = location.rpartition(".")[0]
+    siblings = [key for key in valid_keys() if key.rpartition(".")[0] == parent]
+    close = difflib.get_close_matches(location, siblings, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean {close[0]}?"
+    return "unknown key (docs/configuration.md lists every key)"
+
+
+def _readable_message(detail: dict, location: str) -> str:
     kind = detail["type"]
     message = detail["msg"]
     if kind == "extra_forbidden":
-        return "unknown key (check its spelling; the README lists every config key)"
+        return _unknown_key_message(location)
     if kind == "literal_error":
         return f"must be one of {detail.get('ctx', {}).get('expected', '')}"
     if kind in {"model_type", "model_attributes_type", "dict_type"}:
@@ -47,11 +70,16 @@ def _readable_message(detail: dict) -> str:
     return message
 
 
+def first_problem_location(error: ValidationError) -> str:
+    """The dotted key of the first problem, `model.layers[1].units` ('' for the whole)."""
+    return _format_location(error.errors()[0]["loc"])
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """The first problem of a pydantic error as `key: message (got value)`, on one line."""
     first = error.errors()[0]
     location = _format_location(first["loc"])
-    message = _readable_message(first)
+    message = _readable_message(first, location)
     got = first.get("input")
     show_input = first["type"] not in {"extra_forbidden", "missing"} and isinstance(
         got, (str, int, float, bool)
@@ -119,26 +147,43 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
     target[parts[-1]] = value
 
 
-def build_config(data: dict[str, Any], source: str = "config") -> Config:
+def build_config(data: dict[str, Any], source: str = "config",
+                 origins: dict[str, str] | None = None) -> Config:
+    """Validate `data`; a problem is reported as coming from `source` (the file), or from
+    the command-line option that set that key (`origins`: dotted key -> option text)."""
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+        where = _origin(first_problem_location(error), origins or {}) or source
+        raise ConfigError(f"{where}: {describe_validation_error(error)}") from None
+
+
+def _origin(location: str, origins: dict[str, str]) -> str | None:
+    """The option that set `location` or the section holding it (the longest match)."""
+    for key in sorted(origins, key=len, reverse=True):
+        if location == key or location.startswith((key + ".", key + "[")):
+            return origins[key]
+    return None
 
 
 def load_config(
     path: str | Path | None,
     overrides: list[str] = (),
     flags: dict[str, Any] | None = None,
+    flag_names: dict[str, str] | None = None,
 ) -> Config:
-    """Defaults <- YAML file <- `--set` overrides <- flags (dotted keys -> values, None = unset)."""
+    """Defaults <- YAML file <- `--set` overrides <- flags (dotted keys -> values, None =
+    unset). `flag_names` names the option of each flag (`train.epochs` -> `--epochs`), so
+    that a bad value is reported as coming from the command line."""
     data = read_yaml_mapping(path) if path is not None else {}
     source = str(path) if path is not None else "config"
+    origins: dict[str, str] = {}
     for text in overrides:
         parts, value = parse_override(text)
         apply_override(data, parts, value)
+        origins[".".join(parts)] = f"--set {text}"
     for dotted, value in (flags or {}).items():
         if value is not None:
             apply_override(data, dotted.split("."), value)
-    return build_config(data, source)
-
+            origins[dotted] = (flag_names or {}).get(dotted, f"--set {dotted}")
+    return build_config(data, source, origins)

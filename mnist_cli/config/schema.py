@@ -33,19 +33,19 @@ Activation = Literal[choices.ACTIVATIONS]
 OutputActivation = Literal[choices.OUTPUT_ACTIVATIONS]
 
 
-def _plain_types(annotation: Any) -> set[Any]:
+def plain_types(annotation: Any) -> set[Any]:
     """The classes a field's annotation admits, looking through Annotated, unions, Optional."""
     arguments = typing.get_args(annotation)
     origin = typing.get_origin(annotation)
     if origin is Annotated:
-        return _plain_types(arguments[0])
+        return plain_types(arguments[0])
     if origin in (typing.Union, types.UnionType):
-        return set().union(*(_plain_types(argument) for argument in arguments))
+        return set().union(*(plain_types(argument) for argument in arguments))
     return {annotation}
 
 
 def _is_number_field(annotation: Any) -> bool:
-    kinds = _plain_types(annotation) - {type(None)}
+    kinds = plain_types(annotation) - {type(None)}
     return bool(kinds) and kinds <= {int, float}
 
 
@@ -222,6 +222,11 @@ class ModelConfig(_Strict):
                     )
                 )
         return specs
+
+    @property
+    def outputs_probabilities(self) -> bool:
+        """Whether the outputs are probabilities (a softmax), or only scores per digit."""
+        return self.dense_layers()[-1].activation == "softmax"
 
     def stack(self) -> list[int]:
         """The layer sizes as plain numbers, e.g. [784, 500, 10]."""

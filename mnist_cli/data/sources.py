@@ -16,6 +16,8 @@ scikit-learn are imported inside the functions that use them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
 import zipfile
@@ -28,7 +30,7 @@ import numpy as np
 from mnist_cli.config import DataConfig
 from mnist_cli.data.checks import RawData, as_pixels, checked_raw_data
 from mnist_cli.data.idx import IDX_FILES, find_idx_file, missing_idx_files, read_idx
-from mnist_cli.errors import DataError, describe_error
+from mnist_cli.errors import DataError, DatasetNotFound, describe_error
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -212,19 +214,33 @@ def fetch_with_keras(dataset: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     return getattr(keras.datasets, _DATASET_LOCATIONS[dataset].keras_module).load_data()
 
 
+def _download_quietly(dataset: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """`fetch_with_keras` without its "Downloading data from ..." lines, and, when it fails,
+    without the empty cache folders it made."""
+    cache = keras_cache_candidates(dataset)[0]
+    made = [folder for folder in (cache.parent.parent, cache.parent) if not folder.exists()]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return fetch_with_keras(dataset)
+    except BaseException:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
+        raise
+
+
 def _download_keras_dataset(dataset: str) -> RawData:
     locations = _DATASET_LOCATIONS[dataset]
     try:
-        (x_train, y_train), (x_test, y_test) = fetch_with_keras(dataset)
+        (x_train, y_train), (x_test, y_test) = _download_quietly(dataset)
     except Exception as error:  # Keras reports network failures as a bare `Exception`
         cache = keras_cache_candidates(dataset)[0]
-        raise DataError(
-            f"{dataset}: no local copy found (data.path and {locations.environment_variable} "
-            f"unset, nothing at {cache}) and the download failed ({describe_error(error)}); "
-            f"point at a local copy: data.path in the config, "
-            f"--set data.path={locations.example_path}, or "
-            f"{locations.environment_variable}={locations.example_path} (a .npz in the "
-            "Keras layout or a folder of IDX files)"
+        variable = locations.environment_variable
+        raise DatasetNotFound(
+            f"{dataset} not found: {variable} is unset, nothing is at {cache}, and the "
+            f"download failed ({describe_error(error, 80)}). Point {variable} at a local copy "
+            f"(a .npz in the Keras layout or a folder of IDX files): "
+            f"{variable}={locations.example_path}"
         ) from None
     source = f"keras download {keras_cache_candidates(dataset)[0]}"
     return checked_raw_data(

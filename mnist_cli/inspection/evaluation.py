@@ -91,7 +91,8 @@ def evaluate_model(source: ModelSource, split: str = "test",
              f"{report['num_errors']} errors in {report['num_samples']} digits, "
              f"accuracy {report['accuracy']:.2%}; diagonal: correct (count, recall)")
     save_with(folder / picture_name,
-              plots.confusion_matrix_figure(report["confusion_matrix"], title).savefig)
+              plots.confusion_matrix_figure(report["confusion_matrix"], title,
+                                            split_words.replace("set", "digits")).savefig)
     written = [folder / json_name, folder / picture_name]
     if predictions_path is not None:
         predictions_path = Path(predictions_path)

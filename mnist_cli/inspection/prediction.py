@@ -150,10 +150,15 @@ def write_predictions_figure(results: Sequence[ImagePrediction], path: str | Pat
     return path
 
 
-def format_prediction(result: ImagePrediction, width: int = 0) -> str:
-    """`seven.png  7 (98.1%)   then 1 (1.2%), 2 (0.3%)`."""
-    first = f"{result.digits[0]} ({result.probabilities[0]:.1%})"
-    others = ", ".join(f"{digit} ({probability:.1%})" for digit, probability
+def format_prediction(result: ImagePrediction, width: int = 0,
+                      probabilities: bool = True) -> str:
+    """`seven.png  7 (98.1%)   then 1 (1.2%), 2 (0.3%)`; scores (a sigmoid or linear output,
+    `probabilities` False) as `7 (score 0.912)`, since they are no percentages."""
+    def shown(value: float) -> str:
+        return f"{value:.1%}" if probabilities else f"score {value:.3f}"
+
+    first = f"{result.digits[0]} ({shown(result.probabilities[0])})"
+    others = ", ".join(f"{digit} ({shown(probability)})" for digit, probability
                        in zip(result.digits[1:], result.probabilities[1:]))
     line = f"{str(result.image) + ':':<{width + 1}} {first:<10} then {others}"
     if result.preprocessed is not None:

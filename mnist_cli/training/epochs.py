@@ -37,5 +37,9 @@ class EpochEvents:
         self.checkpointer.save_epoch(epoch)
         return stop or interrupt.stop_requested()
 
+    def batch_ended(self, epoch: int, batches_done: int, batches: int) -> None:
+        self.progress.batch_ended(epoch, batches_done, batches)
+
     def epoch_interrupted(self, epoch: int, batches_done: int) -> None:
+        self.progress.stopped_in_epoch()
         self.checkpointer.save_partial(epoch, batches_done)

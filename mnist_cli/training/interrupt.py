@@ -46,6 +46,7 @@ def request_stop() -> None:
 @contextlib.contextmanager
 def stop_on_sigint(notice: str = NOTICE_BATCH) -> Iterator[None]:
     """Within the block, the first SIGINT sets the stop flag; a second raises KeyboardInterrupt.
+    SIGHUP (the terminal closed) sets the flag too: the run stops cleanly, as for Ctrl-C.
 
     The flag is cleared on entry (a library user may train twice in one process). Outside
     the main thread, where Python cannot install signal handlers, the block runs with the
@@ -66,8 +67,17 @@ def stop_on_sigint(notice: str = NOTICE_BATCH) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.write(2, notice.encode())
 
+    def hang_up(signal_number: int, frame: object) -> None:
+        # The terminal went away (a closed SSH session): stop as for a first Ctrl-C, with a
+        # checkpoint at the next safe point; nobody is left to read a notice.
+        _STOP.set()
+
     previous = signal.signal(signal.SIGINT, handle)
+    previous_hang_up = signal.signal(signal.SIGHUP, hang_up) if hasattr(signal, "SIGHUP") \
+        else None
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if previous_hang_up is not None:
+            signal.signal(signal.SIGHUP, previous_hang_up)

@@ -32,8 +32,9 @@ from mnist_cli.atomic_files import (
 )
 from mnist_cli.config import Config
 from mnist_cli.data import PreparedData, check_batch_size, prepare
-from mnist_cli.errors import ConfigError, Interrupted
+from mnist_cli.errors import ConfigError, DatasetNotFound, Interrupted
 from mnist_cli.runs import RunDir, create_run_dir
+from mnist_cli.terminal import Output, ProgressBar
 from mnist_cli.training import engines, interrupt
 from mnist_cli.training.checkpoints import (
     Checkpoint,
@@ -66,8 +67,9 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
 
     With `resume` (from `checkpoints.find_resume_point`), continue that stopped run instead,
     in its own folder, from its checkpoint (or from scratch when it stopped before its first
-    epoch ended); `config` is then the run's own config.yaml. `progress_bar` shows Keras's
-    per-batch bar (for a terminal); otherwise one line per epoch is passed to `echo`.
+    epoch ended); `config` is then the run's own config.yaml. `progress_bar` draws a bar
+    with the time left in each epoch where the engine reports its batches (for a terminal,
+    `terminal.ProgressBar`); every completed epoch's line goes to `echo`.
     `verbose` shows the backend's native log messages.
 
     Ctrl-C stops training at the next batch or epoch end, and raises `Interrupted` (exit 130)
@@ -88,9 +90,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     # The data, then the model: both before the run directory, so that a config error
     # found there (a batch larger than the data, an initializer's arguments) leaves no
     # empty run behind.
-    data = prepare(config)
-    check_batch_size(config, data)
-    config = _with_step_budget(config, len(data.y_train))
+    data, config = prepare_for_training(config)
     from mnist_cli.model import build_model, compile_model
 
     model = compile_model(build_model(config), config)
@@ -105,10 +105,9 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     try:
         echo(f"Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} validation, "
              f"{len(data.y_test)} test")
-        # Keras's progress bar replaces the per-epoch lines only where Keras trains.
         history = History(run.history)
-        progress = Progress(config.train.epochs,
-                            echo=None if progress_bar and engine == "fit" else echo)
+        progress = Progress(config.train.epochs, echo=echo,
+                            bar=ProgressBar(Output()) if progress_bar else None)
         early_stopping = EarlyStopping(config.train.early_stopping, model)
         checkpointer = Checkpointer(run, model, history, early_stopping, progress,
                                     seed=config.seed,
@@ -121,7 +120,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
             model=model, config=config, data=data,
             events=EpochEvents(model, history, progress, early_stopping, checkpointer),
             initial_epoch=checkpoint.epochs_done if checkpoint is not None else 0,
-            partial=_partial_epoch(checkpoint, checkpointer), progress_bar=progress_bar,
+            partial=_partial_epoch(checkpoint, checkpointer),
         )
 
         # The engine. Its clock covers its whole work: putting the data on the device,
@@ -144,6 +143,18 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     except KeyboardInterrupt:
         saved = checkpointer.last_saved if checkpointer is not None else None
         raise _interrupted(run, saved or on_disk, config) from None
+
+
+def prepare_for_training(config: Config) -> tuple[PreparedData, Config]:
+    """The data, checked against the batch size, and the config with the epochs its step
+    budget takes: everything about a run that can be checked without training."""
+    try:
+        data = prepare(config)
+    except DatasetNotFound as error:
+        raise DatasetNotFound(f"{error}; or give data.path in the config "
+                              "(--set data.path=/path/to/mnist.npz)") from None
+    check_batch_size(config, data)
+    return data, _with_step_budget(config, len(data.y_train))
 
 
 def _with_step_budget(config: Config, train_count: int) -> Config:
@@ -243,8 +254,9 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
     save_with(run.curves, plots.learning_curves_figure(
         history.rows, f"{config.name}: {'-'.join(map(str, config.model.stack()))}"
     ).savefig)
-    artifacts.write_error_grid(run.errors, data.x_test, data.y_test, outputs, data.test_index,
-                               config.name)
+    artifacts.write_error_grid(
+        run.errors, data.x_test, data.y_test, outputs, data.test_index, config.name,
+        score="probability" if config.model.outputs_probabilities else "score")
     write_json_atomic(run.metrics, metrics)
     checkpointer.remove()
     echo(f"Test accuracy: {metrics['test_accuracy']:.4f} "

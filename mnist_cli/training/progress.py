@@ -1,4 +1,5 @@
-"""Progress: the epoch clock and the line printed after each epoch.
+"""Progress: the epoch clock, the line printed after each epoch, and on a terminal a bar
+with the time left inside the epoch, for the engines that report their batches.
 
 The clock's state is the time already spent in an epoch that a previous process stopped in
 its middle (Ctrl-C with the fit engine), so that epoch's row reports its whole time.
@@ -10,24 +11,42 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mnist_cli.terminal import ProgressBar
+
 
 class Progress:
     """Times each epoch and, when `echo` is given, prints one line per completed epoch."""
 
-    def __init__(self, epochs: int, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, epochs: int, echo: Callable[[str], None] | None = None,
+                 bar: ProgressBar | None = None) -> None:
         self.epochs = epochs
         self.echo = echo
+        self.bar = bar
         self._started = time.perf_counter()
         self._carried = 0.0  # seconds of the next epoch spent in an earlier process
 
     def epoch_started(self, epoch: int) -> None:
         self._started = time.perf_counter() - self._carried
         self._carried = 0.0
+        if self.bar is not None:
+            self.bar.start()
+
+    def batch_ended(self, epoch: int, batches_done: int, batches: int) -> None:
+        if self.bar is not None:
+            self.bar.update(f"epoch {epoch + 1}/{self.epochs}", batches_done, batches,
+                            " batches")
+
+    def stopped_in_epoch(self) -> None:
+        """The epoch stops before its end (Ctrl-C): end the bar's line where it is."""
+        if self.bar is not None:
+            self.bar.output.write("\n")
 
     def seconds_in_epoch(self) -> float:
         return time.perf_counter() - self._started
 
     def epoch_ended(self, row: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.clear()
         if self.echo is None:
             return
         parts = [f"epoch {row['epoch']}/{self.epochs}"]

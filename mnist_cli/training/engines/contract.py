@@ -83,6 +83,10 @@ class EpochEvents(Protocol):
     def epoch_ended(self, epoch: int, logs: Mapping[str, Any]) -> bool:
         """Epoch `epoch` is trained and the Keras variables are current; True: stop now."""
 
+    def batch_ended(self, epoch: int, batches_done: int, batches: int) -> None:
+        """`batches_done` of the epoch's `batches` are trained (for a progress bar; an
+        engine that trains a whole epoch in one program need not call it)."""
+
     def epoch_interrupted(self, epoch: int, batches_done: int) -> None:
         """Ctrl-C stopped epoch `epoch` after `batches_done` batches; the variables are
         current. Save that partial epoch."""
@@ -108,7 +112,6 @@ class EngineJob:
     events: EpochEvents
     initial_epoch: int = 0
     partial: PartialEpoch | None = None
-    progress_bar: bool = False  # Keras's per-batch bar, where Keras trains
 
 
 class Engine(Protocol):

@@ -73,9 +73,10 @@ class _EpochCallback(keras.callbacks.Callback):
             self.on_epoch_start = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        batches_done = self.first_batch + batch + 1
+        self.events.batch_ended(self.epoch, batches_done, self.batches_per_epoch)
         if self.interrupted_in_epoch or not interrupt.stop_requested():
             return
-        batches_done = self.first_batch + batch + 1
         if batches_done >= self.batches_per_epoch:
             return  # the epoch ends now anyway; its end saves it and stops
         self.interrupted_in_epoch = True
@@ -117,7 +118,7 @@ def train(job: EngineJob) -> None:
             validation_data=validation,
             shuffle=shuffle,
             callbacks=[callback],
-            verbose=1 if job.progress_bar else 0,
+            verbose=0,  # the events draw the progress
         )
         return callback.stopped
 
