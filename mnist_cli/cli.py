@@ -222,19 +222,20 @@ def train(config_argument, config_path, overrides, epochs, batch_size, seed, out
 
 
 def _check_without_training(config) -> str:
-    """What --dry-run checks beyond the config, said in two lines: the data can be found and
-    read, the batch fits it, and what `auto` resolves to here. Imports no Keras."""
+    """What --dry-run checks beyond the config, said in two comment lines: the data can be
+    found and read, the batch fits it, and what `auto` resolves to here. Imports no Keras."""
     from mnist_cli.runtime import resolve_backend
     from mnist_cli.training.engines import resolve_engine
-    from mnist_cli.training.pipeline import prepare_for_training
+    from mnist_cli.training.plan import prepare_for_training
 
     data, config = prepare_for_training(config)
     backend = resolve_backend(config.runtime.backend)
     engine = resolve_engine(config.train.engine, backend)
     auto = " (what auto resolves to here)" if "auto" in (config.runtime.backend,
                                                          config.train.engine) else ""
-    return (f"\nData: {data.source} - {len(data.y_train)} train, {len(data.y_val)} "
-            f"validation, {len(data.y_test)} test\nBackend: {backend}, engine: {engine}{auto}")
+    # YAML comments: the dry run's output still reads as a config.
+    return (f"# Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} "
+            f"validation, {len(data.y_test)} test\n# Backend: {backend}, engine: {engine}{auto}")
 
 
 def _start_training(config, verbose: bool, resume=None) -> None:

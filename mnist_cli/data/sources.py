@@ -237,9 +237,8 @@ def _download_keras_dataset(dataset: str) -> RawData:
         cache = keras_cache_candidates(dataset)[0]
         variable = locations.environment_variable
         raise DatasetNotFound(
-            f"{dataset} not found: {variable} is unset, nothing is at {cache}, and the "
-            f"download failed ({describe_error(error, 80)}). Point {variable} at a local copy "
-            f"(a .npz in the Keras layout or a folder of IDX files): "
+            f"{dataset} not found ({variable} unset, nothing at {cache}) and the download "
+            f"failed ({describe_error(error, 50)}). Point at a local .npz or IDX folder: "
             f"{variable}={locations.example_path}"
         ) from None
     source = f"keras download {keras_cache_candidates(dataset)[0]}"

@@ -31,11 +31,11 @@ from mnist_cli.atomic_files import (
     write_text_atomic,
 )
 from mnist_cli.config import Config
-from mnist_cli.data import PreparedData, check_batch_size, prepare
-from mnist_cli.errors import ConfigError, DatasetNotFound, Interrupted
+from mnist_cli.data import PreparedData
+from mnist_cli.errors import Interrupted
 from mnist_cli.runs import RunDir, create_run_dir
 from mnist_cli.terminal import Output, ProgressBar
-from mnist_cli.training import engines, interrupt
+from mnist_cli.training import engines, interrupt, plan
 from mnist_cli.training.checkpoints import (
     Checkpoint,
     Checkpointer,
@@ -46,8 +46,6 @@ from mnist_cli.training.early_stopping import EarlyStopping
 from mnist_cli.training.engines.contract import (
     EngineJob,
     PartialEpoch,
-    batches_in_epoch,
-    epochs_for_steps,
 )
 from mnist_cli.training.epochs import EpochEvents
 from mnist_cli.training.history import History
@@ -90,7 +88,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     # The data, then the model: both before the run directory, so that a config error
     # found there (a batch larger than the data, an initializer's arguments) leaves no
     # empty run behind.
-    data, config = prepare_for_training(config)
+    data, config = plan.prepare_for_training(config)
     from mnist_cli.model import build_model, compile_model
 
     model = compile_model(build_model(config), config)
@@ -145,44 +143,6 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         raise _interrupted(run, saved or on_disk, config) from None
 
 
-def prepare_for_training(config: Config) -> tuple[PreparedData, Config]:
-    """The data, checked against the batch size, and the config with the epochs its step
-    budget takes: everything about a run that can be checked without training."""
-    try:
-        data = prepare(config)
-    except DatasetNotFound as error:
-        raise DatasetNotFound(f"{error}; or give data.path in the config "
-                              "(--set data.path=/path/to/mnist.npz)") from None
-    check_batch_size(config, data)
-    return data, _with_step_budget(config, len(data.y_train))
-
-
-def _with_step_budget(config: Config, train_count: int) -> Config:
-    """`config` with `train.epochs` set to what its step budget takes (`train.steps`), so
-    that the run's config.yaml, the progress lines and resume all count those epochs. An
-    `epochs` given beside `steps` must agree with it."""
-    train = config.train
-    if train.steps is None:
-        return config
-    epochs = epochs_for_steps(train.steps, train_count, train.batch_size)
-    if "epochs" in train.model_fields_set and train.epochs != epochs:
-        raise ConfigError(
-            f"train.epochs: {train.epochs} does not match train.steps: {train.steps} batches of "
-            f"{train.batch_size} from {train_count} training images take {epochs} "
-            f"epoch{'s' if epochs != 1 else ''}; "
-            "give train.steps or train.epochs, not both"
-        )
-    config = config.model_copy(deep=True)
-    config.train.epochs = epochs
-    return config
-
-
-def _samples_trained(config: Config, train_count: int, epochs: int) -> int:
-    """Training images seen in `epochs` epochs (fewer in the last epoch of a step budget)."""
-    return sum(min(train_count, batches_in_epoch(config.train, epoch, train_count)
-                   * config.train.batch_size) for epoch in range(epochs))
-
-
 def _open_run(config: Config, resolved: Config, resume: ResumePoint | None,
               echo: Callable[[str], None]) -> RunDir:
     """A new run directory holding the resolved config.yaml, or the stopped run's own."""
@@ -219,7 +179,8 @@ def _interrupted(run: RunDir, saved: tuple[int, int] | None, config: Config) -> 
     elif saved[1]:
         where = f"in epoch {saved[0] + 1} after batch {saved[1]}; saved there"
     else:
-        where = f"with epochs 1-{saved[0]} of {config.train.epochs} saved"
+        done = "epoch 1" if saved[0] == 1 else f"epochs 1-{saved[0]}"
+        where = f"with {done} of {config.train.epochs} saved"
     return Interrupted(
         f"Interrupted {where} in {run.path}.\n"
         f"Resume with: mnist train --resume {shlex.quote(str(run.path))}"
@@ -236,7 +197,7 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
     metrics.update({
         "train_seconds": round(train_seconds, 3),
         "samples_per_second": round(
-            _samples_trained(config, len(data.y_train), epochs_run) / train_seconds, 1)
+            plan.samples_trained(config, len(data.y_train), epochs_run) / train_seconds, 1)
         if train_seconds > 0 else None,
         "epochs_completed": epochs_run,
         "stopped_early": early_stopping.stopped_early,
