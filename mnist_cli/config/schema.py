@@ -73,12 +73,16 @@ class Subset(_Strict):
     from the training set; `test` takes the first N test images so their indices stay those
     of the official test set."""
 
-    train: Annotated[int, Field(gt=0)] | None = None
-    test: Annotated[int, Field(gt=0)] | None = None
+    train: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Training images to keep, drawn at random (seeded).")
+    test: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Test images to keep: the first N of the test set.")
 
 
 class DataConfig(_Strict):
-    dataset: Literal[choices.DATASETS] = "mnist"
+    dataset: Literal[choices.DATASETS] = Field(
+        default="mnist", description="mnist and fashion_mnist: a local copy or Keras's "
+        "download; openml: scikit-learn's fetch_openml('mnist_784').")
     path: str | None = Field(
         default=None,
         description="A .npz in the Keras layout, or a folder of IDX files (gzipped or not).",
@@ -141,7 +145,8 @@ class LayerSpec(_Strict):
 
     units: Annotated[int, Field(gt=0)]
     activation: Activation | None = None
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="Dropout after this layer.")
 
 
 class Initializer(_Strict):
@@ -172,8 +177,11 @@ class ModelConfig(_Strict):
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         default=0.0, description="Dropout after every hidden layer (a layer's own overrides it)."
     )
-    kernel_initializer: str | Initializer = "glorot_uniform"
-    bias_initializer: str | Initializer = "zeros"
+    kernel_initializer: str | Initializer = Field(
+        default="glorot_uniform", description="Any Keras initializer by name, or a mapping "
+        "with its arguments: {name: random_normal, stddev: 1.0}.")
+    bias_initializer: str | Initializer = Field(default="zeros",
+                                                description="As kernel_initializer.")
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -234,17 +242,22 @@ class ModelConfig(_Strict):
 
 
 class EarlyStopping(_Strict):
-    monitor: Literal[choices.MONITORED_METRICS] = "val_loss"
-    patience: Annotated[int, Field(ge=0)] = 3
-    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
-    restore_best_weights: bool = True
+    monitor: Literal[choices.MONITORED_METRICS] = Field(
+        default="val_loss", description="The history column watched.")
+    patience: Annotated[int, Field(ge=0)] = Field(
+        default=3, description="Epochs without improvement before training stops.")
+    min_delta: Annotated[float, Field(ge=0.0)] = Field(
+        default=0.0, description="The smallest change that counts as an improvement.")
+    restore_best_weights: bool = Field(
+        default=True, description="End with the weights of the best epoch.")
 
 
 class TrainConfig(_Strict):
     optimizer: Literal[choices.OPTIMIZERS] = "adam"
     learning_rate: Annotated[float, Field(gt=0.0)] = 0.001
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    nesterov: bool = False
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="sgd and rmsprop only.")
+    nesterov: bool = Field(default=False, description="Nesterov momentum, sgd only.")
     loss: Literal[choices.LOSSES] = Field(
         default="categorical_crossentropy",
         description="Per image, with y the one-hot label and a the 10 outputs: "
@@ -253,7 +266,8 @@ class TrainConfig(_Strict):
         "sum((y - a)^2) (= 10 x mse = 2 x quadratic). Every loss is averaged over the batch.",
     )
     batch_size: Annotated[int, Field(gt=0)] = 128
-    epochs: Annotated[int, Field(gt=0)] = 10
+    epochs: Annotated[int, Field(gt=0)] = Field(
+        default=10, description="Passes over the training set (see steps).")
     steps: Annotated[int, Field(gt=0)] | None = Field(
         default=None,
         description="A budget of optimizer steps (batches) instead of whole epochs: training "
@@ -293,16 +307,20 @@ class RuntimeConfig(_Strict):
     backend: Literal[choices.BACKEND_CHOICES] = Field(
         default="auto", description="Keras backend; 'auto' uses KERAS_BACKEND, else the fastest."
     )
-    deterministic: bool = False
+    deterministic: bool = Field(
+        default=False, description="The backend's deterministic kernels (slower on a GPU).")
 
 
 class OutputConfig(_Strict):
-    root: str = "outputs"
+    root: str = Field(default="outputs",
+                      description="The folder that receives <name>-<timestamp>/ run folders.")
 
 
 class Config(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=100)] = "run"
-    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    name: Annotated[str, Field(min_length=1, max_length=100)] = Field(
+        default="run", description="The run folder's name before its timestamp.")
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = Field(
+        default=0, description="Seeds the weights, the splits, the shuffling and dropout.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
