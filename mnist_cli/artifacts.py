@@ -15,6 +15,7 @@ import numpy as np
 
 from mnist_cli import plots
 from mnist_cli.atomic_files import save_with
+from mnist_cli.config import Config
 from mnist_cli.metrics import (
     classification_metrics,
     loss_from_probabilities,
@@ -24,6 +25,13 @@ from mnist_cli.metrics import (
 
 ERROR_GRID_LIMIT = 30
 ERROR_GRID_PER_ROW = 10
+
+
+def index_words(config: Config) -> str:
+    """What a test digit's index counts, in words, for the captions."""
+    if config.data.split == "pooled":
+        return "the pooled training and test digits"
+    return "the test set"
 
 
 def test_metrics(model: Any, loss: str, features: np.ndarray,
@@ -56,6 +64,7 @@ def write_error_grid(
     selection: str = "",
     order: str = "index",
     score: str = "probability",
+    index_of: str = "the test set",
 ) -> int:
     """Draw misclassified digits as a captioned grid and save it atomically as `path`.
 
@@ -66,7 +75,8 @@ def write_error_grid(
     are drawn. Each digit is captioned `true → predicted (probability)` with its index in
     the test set below it, so it can be found in `errors.csv` or in the dataset. Returns
     the number of digits drawn. `score` names the number in the caption: "probability"
-    for a softmax output, "score" for a sigmoid or linear one.
+    for a softmax output, "score" for a sigmoid or linear one; `index_of` what the index
+    counts (the test set, or the pool of a `split: pooled` run).
     """
     if positions is None:
         positions = select_errors(labels, outputs)
@@ -89,7 +99,7 @@ def write_error_grid(
     seen = "binarized, as the network saw them" if binarized else "as the network saw them"
     title = f"{name}: {how_many}"
     note = (f"Caption: true digit → predicted digit ({score} of the prediction); "
-            f"below: #index in the test set. Digits {seen}.")
+            f"below: #index in {index_of}. Digits {seen}.")
     pictures = (images[shown].reshape(-1, 28, 28) if len(shown)
                 else np.zeros((0, 28, 28), dtype=np.float32))
     figure = plots.digit_grid_figure(pictures, captions, per_row=per_row, title=title,

@@ -209,7 +209,7 @@ def train(config_argument, config_path, overrides, epochs, batch_size, seed, out
     }
     config = load_config(config_path, list(overrides), flags, flag_names)
     if dry_run:
-        checked = _check_without_training(config)
+        config, checked = _check_without_training(config)
         click.echo(config.to_yaml().rstrip())
         click.echo(checked)
         if not no_summary:
@@ -221,9 +221,10 @@ def train(config_argument, config_path, overrides, epochs, batch_size, seed, out
     _start_training(config, verbose)
 
 
-def _check_without_training(config) -> str:
-    """What --dry-run checks beyond the config, said in two comment lines: the data can be
-    found and read, the batch fits it, and what `auto` resolves to here. Imports no Keras."""
+def _check_without_training(config) -> tuple:
+    """What --dry-run checks beyond the config: the data can be found and read, the batch
+    fits it, and what `auto` resolves to here. Returns the config with the epochs a step
+    budget takes, and the findings as two comment lines. Imports no Keras."""
     from mnist_cli.runtime import resolve_backend
     from mnist_cli.training.engines import resolve_engine
     from mnist_cli.training.plan import prepare_for_training
@@ -234,7 +235,7 @@ def _check_without_training(config) -> str:
     auto = " (what auto resolves to here)" if "auto" in (config.runtime.backend,
                                                          config.train.engine) else ""
     # YAML comments: the dry run's output still reads as a config.
-    return (f"# Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} "
+    return config, (f"# Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} "
             f"validation, {len(data.y_test)} test\n# Backend: {backend}, engine: {engine}{auto}")
 
 

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_cli.artifacts import ERROR_GRID_LIMIT, ERROR_GRID_PER_ROW, write_error_grid
+from mnist_cli.artifacts import (
+    ERROR_GRID_LIMIT,
+    ERROR_GRID_PER_ROW,
+    index_words,
+    write_error_grid,
+)
 from mnist_cli.atomic_files import write_text_atomic
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.errors import UsageError
@@ -113,7 +118,8 @@ def show_errors(source: ModelSource, limit: int = ERROR_GRID_LIMIT,
     shown = write_error_grid(picture, data.features, data.labels, outputs, data.index,
                              source.config.name, positions=positions, limit=limit,
                              per_row=per_row, selection=selection, order=sort,
-                             score=score_word(source.config))
+                             score=score_word(source.config),
+                             index_of=index_words(source.config))
     table = picture.with_suffix(".csv")
     write_text_atomic(table, predictions_csv_text(data.labels, outputs, data.index, positions))
     return ErrorsResult(total, len(positions), shown, picture, table)

@@ -217,7 +217,8 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
     ).savefig)
     artifacts.write_error_grid(
         run.errors, data.x_test, data.y_test, outputs, data.test_index, config.name,
-        score="probability" if config.model.outputs_probabilities else "score")
+        score="probability" if config.model.outputs_probabilities else "score",
+        index_of=artifacts.index_words(config))
     write_json_atomic(run.metrics, metrics)
     checkpointer.remove()
     echo(f"Test accuracy: {metrics['test_accuracy']:.4f} "
