@@ -450,7 +450,7 @@ def serve(run_dirs, output_root, host, port, backend) -> None:
     """
     try:
         from mnist_cli.serve.registry import RunRegistry
-        from mnist_cli.serve.server import is_loopback
+        from mnist_cli.serve.server import bind_socket, is_loopback
         from mnist_cli.serve.server import serve as serve_page
     except ImportError as error:
         raise UsageError(f"mnist serve needs the serve extra ({describe_error(error)}): "
@@ -459,6 +459,7 @@ def serve(run_dirs, output_root, host, port, backend) -> None:
 
     registry = RunRegistry(output_root, list(run_dirs))
     runs = registry.check_not_empty()
+    listener = bind_socket(host, port)  # a port in use is reported before Keras starts
     runtime.start(backend)
     # Load the newest run and run one blank digit through it now, so that the first
     # drawing on the page is answered as fast as the others.
@@ -473,7 +474,7 @@ def serve(run_dirs, output_root, host, port, backend) -> None:
     def announce(address: str) -> None:
         click.echo(f"Open {address} in a browser (Ctrl-C stops the server)")
 
-    serve_page(registry, host, port, announce)
+    serve_page(registry, listener, announce)
     click.echo("Stopped.")
 
 

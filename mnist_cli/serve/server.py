@@ -3,7 +3,7 @@
 The socket is bound here, before uvicorn starts, so that a port already in use is one
 `Error:` line (uvicorn would log it and exit on its own), and so that `--port 0` (any free
 port) can print the port it got. uvicorn handles Ctrl-C itself: it finishes the requests in
-flight and returns.
+flight, shuts down, and raises the Ctrl-C again, which ends `serve` normally.
 """
 
 from __future__ import annotations
@@ -57,19 +57,22 @@ def page_address(host: str, port: int) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(registry: RunRegistry, host: str, port: int,
+def serve(registry: RunRegistry, listener: socket.socket,
           announce: Callable[[str], None]) -> None:
-    """Serve `registry` on `host`:`port` until Ctrl-C; `announce` prints the address."""
+    """Serve `registry` on the bound `listener` until Ctrl-C; `announce` prints the address."""
     import uvicorn
 
-    listener = bind_socket(host, port)
-    bound_port = listener.getsockname()[1]
+    host, port = listener.getsockname()[:2]
     allowed_hosts = list(LOOPBACK_NAMES) if is_loopback(host) else None
     app = create_app(registry, allowed_hosts)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
-    announce(page_address(host, bound_port))
+    announce(page_address(host, port))
     try:
         server.run(sockets=[listener])
+    except KeyboardInterrupt:
+        # uvicorn has shut down cleanly, then passes the Ctrl-C on: stopping is what the
+        # user asked for, not a failure.
+        pass
     finally:
         listener.close()
