@@ -13,12 +13,9 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -26,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_tiny_config
+from conftest import start_mnist_serve, write_tiny_config
 from PIL import Image
 
 from mnist_cli.cli import cli
@@ -444,28 +441,10 @@ def test_serve_on_a_port_in_use_is_one_error_line(output_root):
         "uses it: choose another with --port)"]
 
 
-def start_server(output_root: Path, *arguments: str) -> tuple[subprocess.Popen, str]:
-    """`mnist serve --port 0 ...` in a subprocess; returns it and the page's address."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_cli", "serve", "--out", str(output_root), "--port", "0",
-         *arguments],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    deadline = time.monotonic() + 120
-    for line in process.stdout:
-        if line.startswith("Open "):
-            return process, line.split()[1]
-        if time.monotonic() > deadline:
-            break
-    process.kill()
-    raise AssertionError(f"mnist serve did not start: {process.stderr.read()}")
-
-
 def test_serve_prints_the_address_warns_off_loopback_and_stops_on_ctrl_c(output_root):
     from urllib.request import urlopen
 
-    process, address = start_server(output_root, "--host", "0.0.0.0")
+    process, address = start_mnist_serve(output_root, "--host", "0.0.0.0")
     try:
         assert address.startswith("http://0.0.0.0:")
         port = address.rstrip("/").rsplit(":", 1)[1]
