@@ -364,8 +364,8 @@ function curveChart(title, history, trainKey, validationKey) {
   };
   line(train, "train");
   line(validation, "validation");
-  svg.appendChild(svgElement("text", { x: width - 110, y: 12, fill: "#2f6fdf" }, "train"));
-  if (validation.length) svg.appendChild(svgElement("text", { x: width - 70, y: 12, fill: "#e08a1e" }, "validation"));
+  svg.appendChild(svgElement("text", { class: "legend-train", x: width - 110, y: 12 }, "train"));
+  if (validation.length) svg.appendChild(svgElement("text", { class: "legend-validation", x: width - 70, y: 12 }, "validation"));
   return svg;
 }
 
@@ -442,8 +442,8 @@ async function showErrors(name, trueDigit, predictedDigit, cell) {
     digit.height = 28;
     drawGrey(digit, error.pixels, 28);
     const caption = document.createElement("figcaption");
-    caption.innerHTML = `${error.true} → ${error.predicted} (${(100 * error.probability).toFixed(0)}%)<br><span class="index">#${error.index}, ${error.true}: ${(100 * error.true_probability).toFixed(1)}%</span>`;
-    figure.title = error.top_3.map((each) => `${each.digit}: ${(100 * each.probability).toFixed(1)}%`).join(", ");
+    caption.innerHTML = `${error.true} → ${error.predicted} (${(100 * error.probability).toFixed(0)}%)<br><span class="index">#${error.index}</span>`;
+    figure.title = `test digit #${error.index}: true ${error.true} (${(100 * error.true_probability).toFixed(1)}%); top 3: ` + error.top_3.map((each) => `${each.digit} ${(100 * each.probability).toFixed(1)}%`).join(", ");
     figure.append(digit, caption);
     grid.appendChild(figure);
   }
