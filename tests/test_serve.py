@@ -457,3 +457,24 @@ def test_serve_prints_the_address_warns_off_loopback_and_stops_on_ctrl_c(output_
     assert process.returncode == 0, stderr
     assert "Warning: listening on 0.0.0.0" in stderr
     assert "Traceback" not in stderr and "Stopped." in stdout
+
+
+def test_a_loaded_run_answers_without_reading_the_output_root(output_root, run_names,
+                                                              test_digits, monkeypatch):
+    """Once loaded, a run's predictions cost no scan of the output root (which reads every
+    run's config.yaml and metrics.json): a hundred runs would otherwise slow every request."""
+    from mnist_cli.serve import registry as registry_module
+
+    registry = RunRegistry(output_root)
+    served = TestClient(create_app(registry))
+    name = run_names["hidden"]
+    payload = drawing_payload(as_drawing(test_digits[0][5]))
+    assert served.post(f"/api/runs/{name}/predict", json=payload).status_code == 200
+    scans = []
+    original = registry_module.find_runs
+    monkeypatch.setattr(registry_module, "find_runs",
+                        lambda root: scans.append(root) or original(root))
+    for _ in range(3):
+        assert served.post(f"/api/runs/{name}/predict", json=payload).status_code == 200
+    assert scans == []
+    assert served.get("/api/runs").status_code == 200 and len(scans) == 1  # listing rescans

@@ -174,3 +174,23 @@ def test_draw_a_digit_and_see_the_prediction_then_a_confusion_cell(server, brows
     assert "%" in caption
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_upload_an_image_and_a_file_that_is_not_one(server, browser):
+    address, names = server
+    browser.get(f"{address}?run={names['hidden']}")
+    wait_for(browser, lambda: by_testid(browser, "confusion-cell", many=True))
+    photo = Path(__file__).parent.parent / "docs" / "examples" / "photo-7.jpg"
+    by_testid(browser, "upload").send_keys(str(photo))
+    wait_for(browser, lambda: by_testid(browser, "prediction").text.strip().isdigit())
+    request = Request(f"{address}api/runs/{names['hidden']}/predict-image",
+                      data=photo.read_bytes(), headers={"Content-Type": "image/jpeg"})
+    with urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    assert int(by_testid(browser, "prediction").text) == answer["digit"]
+    assert page_probabilities(browser) == pytest.approx(answer["probabilities"], abs=1e-6)
+
+    by_testid(browser, "upload").send_keys(str(Path(__file__)))  # a Python file
+    wait_for(browser, lambda: by_testid(browser, "message").is_displayed())
+    assert "is not an image" in by_testid(browser, "message").text
+    assert by_testid(browser, "prediction").text.strip() == "–"  # no stale answer

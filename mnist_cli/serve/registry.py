@@ -272,11 +272,16 @@ class RunRegistry:
                               "(GET /api/runs lists them)")
 
     def load(self, name: str) -> LoadedRun:
-        """The run's model, loaded the first time it is asked for."""
+        """The run's model, loaded the first time it is asked for. A run already loaded is
+        found without looking at the output root again: a prediction reads no file."""
+        with self._lock:
+            loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
         run = self.resolve(name)
         with self._lock:
             loaded = self._loaded.get(run.name)
-            if loaded is None or loaded.source.output_folder != run.path:
+            if loaded is None:
                 source = locate_model(run.path)
                 loaded = LoadedRun(run.name, source, load_model(source.model_path))
                 self._loaded[run.name] = loaded

@@ -17,6 +17,8 @@ const state = {
 };
 
 const canvas = document.getElementById("canvas");
+const hint = document.getElementById("hint");
+const DRAWING_HINT = hint.textContent;
 const context = canvas.getContext("2d", { willReadFrequently: true });
 
 // ---------------------------------------------------------------------------------------
@@ -93,6 +95,7 @@ canvas.addEventListener("pointerdown", (event) => {
   activeStroke = [canvasPoint(event)];
   state.strokes.push(activeStroke);
   state.lastInput = { kind: "drawing" };
+  hint.textContent = DRAWING_HINT;
   redraw();
 });
 
@@ -135,7 +138,7 @@ document.getElementById("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (!file) return;
   state.lastInput = { kind: "upload", file };
-  document.getElementById("hint").textContent = `Uploaded ${file.name}: the answers below are for it.`;
+  hint.textContent = `Uploaded ${file.name}: the answers are for it (drawing again replaces it).`;
   requestPrediction();
   event.target.value = "";
 });
@@ -164,7 +167,11 @@ function requestPrediction() {
   state.inFlight = true;
   state.pending = false;
   predictAll()
-    .catch((error) => showMessage(error.message))
+    .catch((error) => {
+      // No answer is better than the previous input's answer shown as this one's.
+      buildAnswerPanels();
+      showMessage(error.message);
+    })
     .finally(() => {
       state.inFlight = false;
       if (state.pending) requestPrediction();
