@@ -439,14 +439,14 @@ def serve(run_dirs, output_root, host, port, backend) -> None:
     The page shows the ten probabilities as you draw, the 28x28 image the network receives,
     the hidden layers' activations, the run's learning curves and confusion matrix (click
     a cell to see those test digits), and for a net without hidden layers its weight
-    templates. It offers the runs given, else every finished run under --out (`latest`
-    is the newest). Stop it with Ctrl-C.
+    templates. It offers the runs given (`latest`: the newest under --out), else every
+    finished run under --out. Stop it with Ctrl-C.
 
     \b
     Example:
       mnist serve
       mnist serve outputs/keras-784-500-10-20250101-120000 outputs/softmax-784-10-20250101-130000
-      mnist serve --out experiments --port 8080
+      mnist serve latest --out experiments --port 8080
     """
     try:
         from mnist_cli.serve.registry import RunRegistry

@@ -409,6 +409,14 @@ def test_no_request_writes_to_disk(client, output_root, run_names, test_digits, 
     assert _tree(tmp_path) == before_here
 
 
+def test_latest_on_the_command_line_is_the_newest_run(output_root, run_names, tmp_path):
+    assert [run.name for run in RunRegistry(output_root, ["latest"]).runs()] == [
+        run_names["softmax"]]
+    result = invoke("serve", "latest", "--out", tmp_path)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: latest: no finished run under")
+
+
 def test_runs_given_by_path_are_served_by_their_folder_name(output_root, run_names):
     registry = RunRegistry(output_root, [output_root / run_names["hidden"]])
     served = TestClient(create_app(registry))

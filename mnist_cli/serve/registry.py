@@ -235,6 +235,8 @@ class RunRegistry:
         self.output_root = Path(output_root)
         self._given: dict[str, Path] = {}
         for run_dir in run_dirs or []:
+            if str(run_dir) == LATEST and not Path(run_dir).exists():
+                run_dir = self._newest_under_root()
             source = locate_model(run_dir)  # a typo or an unfinished run fails at start-up
             name = source.output_folder.name
             number = 2
@@ -244,6 +246,16 @@ class RunRegistry:
             self._given[name] = source.output_folder
         self._loaded: dict[str, LoadedRun] = {}
         self._lock = threading.Lock()
+
+    def _newest_under_root(self) -> Path:
+        """`mnist serve latest`: the newest finished run under the output root."""
+        found = []
+        if self.output_root.is_dir():
+            found = [summary for summary in find_runs(self.output_root)[0] if summary.complete]
+        if not found:
+            raise RunDirError(f"latest: no finished run under {self.output_root} (train one "
+                              "first, or give the output root with --out)")
+        return sort_runs(found, "date")[-1].path
 
     def runs(self) -> list[ServedRun]:
         """Every run that can be opened, oldest first: those given on the command line and
