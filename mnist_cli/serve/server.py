@@ -16,7 +16,8 @@ from mnist_cli.errors import UsageError
 from mnist_cli.serve.app import create_app
 from mnist_cli.serve.registry import RunRegistry
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+"""The names a browser on this machine reaches a loopback server by (Host header forms)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -63,7 +64,8 @@ def serve(registry: RunRegistry, listener: socket.socket,
     import uvicorn
 
     host, port = listener.getsockname()[:2]
-    allowed_hosts = list(LOOPBACK_NAMES) if is_loopback(host) else None
+    bound_name = f"[{host}]" if ":" in host else host
+    allowed_hosts = [*LOOPBACK_NAMES, bound_name] if is_loopback(host) else None
     app = create_app(registry, allowed_hosts)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
