@@ -170,6 +170,7 @@ def test_a_drawing_gets_the_same_answer_as_mnist_predict_on_that_picture(
     drawing = as_drawing(images[0])
     answer = client.post(f"/api/runs/{name}/predict", json=drawing_payload(drawing)).json()
     probabilities = np.array(answer["probabilities"])
+    assert answer["output_kind"] == "probabilities"
     assert probabilities.shape == (10,)
     assert abs(probabilities.sum() - 1.0) < 1e-4
     assert answer["digit"] == int(np.argmax(probabilities))
@@ -486,3 +487,18 @@ def test_a_loaded_run_answers_without_reading_the_output_root(output_root, run_n
         assert served.post(f"/api/runs/{name}/predict", json=payload).status_code == 200
     assert scans == []
     assert served.get("/api/runs").status_code == 200 and len(scans) == 1  # listing rescans
+
+
+def test_a_sigmoid_output_is_answered_as_scores(mnist_path, tmp_path, test_digits):
+    """Nielsen's nets end in sigmoids (quadratic loss): ten scores that need not sum to 1,
+    which the page must not print as probabilities."""
+    config = write_tiny_config(tmp_path / "sigmoid.yaml", mnist_path, tmp_path / "outputs",
+                               name="sigmoid", model={"output_activation": "sigmoid"},
+                               train={"epochs": 1, "loss": "quadratic"})
+    assert invoke("train", "--config", config).exit_code == 0
+    served = TestClient(create_app(RunRegistry(tmp_path / "outputs")))
+    answer = served.post("/api/runs/latest/predict",
+                         json=drawing_payload(as_drawing(test_digits[0][6]))).json()
+    assert answer["output_kind"] == "scores"
+    assert all(0.0 <= score <= 1.0 for score in answer["probabilities"])
+    assert answer["digit"] == int(np.argmax(answer["probabilities"]))

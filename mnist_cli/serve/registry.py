@@ -149,6 +149,11 @@ class LoadedRun:
             })
         return {
             "run": self.name,
+            # A softmax output is ten probabilities; a sigmoid or linear one (Nielsen's
+            # quadratic-loss nets) gives ten scores that need not sum to 1.
+            "output_kind": ("probabilities"
+                            if self.source.config.model.output_activation == "softmax"
+                            else "scores"),
             "digit": int(np.argmax(probabilities)),
             "probabilities": probabilities.round(6).tolist(),
             "network_input": _pixels_of(features[0]),

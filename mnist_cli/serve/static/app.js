@@ -251,11 +251,17 @@ function drawGrey(target, pixels, side) {
 function showAnswer(panel, answer) {
   if (!panel) return;
   panel.querySelector(".prediction").textContent = String(answer.digit);
+  // Probabilities are drawn on 0..1; scores (a sigmoid or linear output) from the lowest
+  // to the highest of the ten, and printed as they are.
+  const scores = answer.output_kind !== "probabilities";
+  const low = scores ? Math.min(0, ...answer.probabilities) : 0;
+  const high = scores ? Math.max(1e-9, ...answer.probabilities) : 1;
   panel.querySelectorAll(".probabilities li").forEach((item, digit) => {
     const probability = answer.probabilities[digit];
+    const width = Math.max(0, Math.min(1, (probability - low) / (high - low)));
     item.classList.toggle("top", digit === answer.digit);
-    item.querySelector(".bar span").style.width = `${(100 * probability).toFixed(1)}%`;
-    item.querySelector(".value").textContent = `${(100 * probability).toFixed(1)}%`;
+    item.querySelector(".bar span").style.width = `${(100 * width).toFixed(1)}%`;
+    item.querySelector(".value").textContent = scores ? probability.toFixed(3) : `${(100 * probability).toFixed(1)}%`;
     item.dataset.probability = String(probability);
   });
   drawGrey(panel.querySelector(".network-input"), answer.network_input, 28);
