@@ -10,6 +10,9 @@ network learns them well above chance in a couple of epochs (a 784-32-10 net rea
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +136,22 @@ def write_tiny_config(path: Path, mnist_path: Path, output_root: Path, **section
 @pytest.fixture
 def small_config_dict(mnist_path: Path, tmp_path: Path) -> dict:
     return tiny_config_data(mnist_path, tmp_path / "outputs")
+
+
+def start_mnist_serve(output_root: Path, *arguments: str) -> tuple[subprocess.Popen, str]:
+    """`mnist serve --out OUTPUT_ROOT --port 0 ...` in a subprocess, as a user starts it;
+    returns the process and the page's address once it is printed (stop it with SIGINT)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_cli", "serve", "--out", str(output_root), "--port", "0",
+         *arguments],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        if line.startswith("Open "):
+            return process, line.split()[1]
+        if time.monotonic() > deadline:
+            break
+    process.kill()
+    raise AssertionError(f"mnist serve did not start: {process.stderr.read()}")

@@ -8,10 +8,12 @@ orientation applied and any transparency composited away: `mnist_style` takes it
 
 from __future__ import annotations
 
+import io
 import math
 import struct
 import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -52,7 +54,7 @@ def _pixel_limit() -> int:
     return Image.MAX_IMAGE_PIXELS or _DEFAULT_PIXEL_LIMIT
 
 
-def _too_large_message(path: Path, size_text: str) -> str:
+def _too_large_message(path: Path | str, size_text: str) -> str:
     """One message for every way an image can exceed the pixel limit."""
     return (
         f"{path}: is too large to decode safely ({size_text}, limit {_pixel_limit():,} pixels, "
@@ -70,30 +72,44 @@ def read_greyscale(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: image file not found")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file")
+    return _decode_greyscale(path, str(path))
+
+
+def decode_greyscale_bytes(data: bytes, source_name: str) -> np.ndarray:
+    """`read_greyscale` for an image held in memory (an upload to `mnist serve`): the same
+    decoding and the same decompression-bomb guard, and nothing is written to disk. Errors
+    name `source_name`."""
+    if not data:
+        raise ImageError(f"{source_name}: is empty, not an image")
+    return _decode_greyscale(io.BytesIO(data), source_name)
+
+
+def _decode_greyscale(source: Path | BinaryIO, source_name: str) -> np.ndarray:
+    """Open and decode `source` (a path or a binary stream), errors naming `source_name`."""
     try:
         with warnings.catch_warnings():
             # Between one and two times its limit Pillow only warns (on stderr, mid-output):
             # make that an error like the rest, with the same message.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(_too_large_message(path, "more pixels than the limit")) from None
+        raise ImageError(_too_large_message(source_name, "more pixels than the limit")) from None
     except UnidentifiedImageError:
         raise ImageError(
-            f"{path}: is not an image Pillow can read ({_SUPPORTED_FORMATS_HINT})"
+            f"{source_name}: is not an image Pillow can read ({_SUPPORTED_FORMATS_HINT})"
         ) from None
     except PermissionError:
-        raise ImageError(f"{path}: cannot read the file (permission denied)") from None
+        raise ImageError(f"{source_name}: cannot read the file (permission denied)") from None
     except _DECODING_ERRORS as error:
         reason = describe_error(error, with_type=False)
-        raise ImageError(f"{path}: cannot open the image ({reason})") from None
+        raise ImageError(f"{source_name}: cannot open the image ({reason})") from None
     try:
         with image:
             width, height = image.size
             if width * height > _pixel_limit():
                 # Also when Image.MAX_IMAGE_PIXELS was set to None somewhere: never decode
                 # a decompression bomb, whatever the global setting.
-                raise ImageError(_too_large_message(path, f"{width}x{height} pixels"))
+                raise ImageError(_too_large_message(source_name, f"{width}x{height} pixels"))
             # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost nothing: use it for photos.
             image.draft("L", (WORKING_SIDE, WORKING_SIDE))
             image.load()
@@ -105,7 +121,8 @@ def read_greyscale(path: Path) -> np.ndarray:
         raise
     except _DECODING_ERRORS as error:
         raise ImageError(
-            f"{path}: the image is truncated or corrupt ({describe_error(error, with_type=False)})"
+            f"{source_name}: the image is truncated or corrupt "
+            f"({describe_error(error, with_type=False)})"
         ) from None
 
 

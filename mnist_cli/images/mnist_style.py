@@ -33,7 +33,7 @@ from PIL import Image
 from scipy import ndimage
 
 from mnist_cli.errors import ImageError
-from mnist_cli.images.decoding import WORKING_SIDE, read_greyscale
+from mnist_cli.images.decoding import WORKING_SIDE, decode_greyscale_bytes, read_greyscale
 
 MNIST_SIDE = 28
 """Side of an MNIST image, in pixels."""
@@ -94,6 +94,12 @@ def load_digit_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     grey = read_greyscale(path)
     return _prepare_digit(grey, source_name=str(path))
+
+
+def load_digit_bytes(data: bytes, source_name: str = "the upload") -> np.ndarray:
+    """`load_digit_image` for an image file's bytes held in memory (an upload): the same
+    safe decoding and the same MNIST preparation, nothing written to disk."""
+    return _prepare_digit(decode_greyscale_bytes(data, source_name), source_name=source_name)
 
 
 def prepare_digit(image: np.ndarray) -> np.ndarray:
