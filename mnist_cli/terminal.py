@@ -104,9 +104,11 @@ class ProgressBar:
         self.last_drawn = now
         filled = self.WIDTH * done // max(total, 1)
         elapsed = now - self.started
-        left = elapsed / done * (total - done) if done else 0.0
         bar = "#" * filled + "." * (self.WIDTH - filled)
-        self.output.write(f"\r{label} [{bar}] {done}/{total}{unit} {_duration(left)} left\033[K")
+        # The first batches include compiling: no estimate from them.
+        left = (f"{_duration(elapsed / done * (total - done))} left" if done >= 3
+                else "estimating")
+        self.output.write(f"\r{label} [{bar}] {done}/{total}{unit} {left}\033[K")
 
     def clear(self) -> None:
         """Erase the bar, so that the next line is written where it was."""

@@ -41,7 +41,7 @@ def fence(text: str, language: str = "text") -> str:
     return f"```{language}\n{text}\n```\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _workspace() -> Path:
     """A folder with `configs/` and `docs/examples/`, where the sample runs are trained."""
     if not os.environ.get("MNIST_DATA"):
@@ -60,7 +60,7 @@ def _run(arguments: str) -> str:
     return (result.stdout + result.stderr).rstrip()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained(config: str, *options: str) -> str:
     """Train `configs/<config>.yaml` once; the run's folder relative to the workspace."""
     _run(f"train -c configs/{config}.yaml {' '.join(options)}")
