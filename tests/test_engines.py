@@ -210,6 +210,47 @@ def test_dropping_dead_columns_changes_nothing(monkeypatch, optimizer: str):
 
 
 @on_jax
+def test_a_long_epoch_in_pieces_trains_as_one_program_and_reports_its_batches(monkeypatch):
+    """An epoch above `PIECE_MULTIPLY_ADDS` runs as several compiled pieces, so a progress
+    bar can move inside it: the same weights and logs as the epoch in one program."""
+    from mnist_cli.model import build_model, compile_model
+    from mnist_cli.runtime import seed_everything
+    from mnist_cli.training.engines import jax_fast
+    from mnist_cli.training.engines.fast_common import Batches, train_epochs
+
+    config = Config.model_validate({
+        "seed": 2, "data": {"binarize": True}, "model": {"layers": [784, 24, 10], "dropout": 0.1},
+        "train": {"batch_size": 50, "epochs": 2}})
+    data = _data_with_dead_columns(610)
+    batches = Batches(len(data.y_train), config.train.batch_size)
+    results = {}
+    for pieces in (False, True):
+        if pieces:  # about 4 batches a piece
+            monkeypatch.setattr(jax_fast, "PIECE_MULTIPLY_ADDS", 4 * 3 * 50 * (784 * 24 + 24 + 250))
+        seed_everything(config.seed)
+        model = compile_model(build_model(config), config)
+        model.optimizer.build(model.trainable_variables)
+        program = jax_fast.JaxEpochs(model, config, data, batches)
+        assert (program.piece_batches < batches.number) == pieces
+        seen: list = []
+        events = SimpleNamespace(
+            epoch_started=lambda epoch: None,
+            epoch_ended=lambda epoch, logs, seen=seen: seen.append(logs),
+            batch_ended=lambda epoch, done, total, seen=seen: seen.append((epoch, done, total)))
+        train_epochs(program, events, config, 0, batches)
+        results[pieces] = ([np.array(v.numpy()) for v in model.variables],
+                           [entry for entry in seen if isinstance(entry, dict)],
+                           [entry for entry in seen if isinstance(entry, tuple)])
+    (whole, whole_logs, no_progress), (cut, cut_logs, progress) = results.values()
+    assert no_progress == [] and progress[:4] == [(0, 4, 13), (0, 8, 13), (0, 12, 13),
+                                                  (0, 13, 13)]
+    for ours, theirs in zip(cut, whole):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+    for ours, theirs in zip(cut_logs, whole_logs):
+        assert ours == pytest.approx(theirs, rel=1e-6)
+
+
+@on_jax
 def test_fast_engine_prints_epoch_lines_even_with_a_progress_bar(tmp_path, mnist_path):
     """Keras's progress bar stands in for the per-epoch lines only when Keras trains."""
     from mnist_cli.config import load_config

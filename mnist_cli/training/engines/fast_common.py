@@ -51,11 +51,13 @@ def epoch_logs(values: Any) -> dict[str, float]:
 class EpochProgram(Protocol):
     """One backend's compiled epoch, as `train_epochs` drives it."""
 
-    def run_epoch(self, order: np.ndarray) -> dict[str, float]:
+    def run_epoch(self, order: np.ndarray,
+                  on_batches: Callable[[int, int], None] | None = None) -> dict[str, float]:
         """Train one epoch visiting the rows in `order` ((batches, batch_size) int32: all
         `Batches.number` batches, the padded rows last, or fewer full batches when a step
         budget cuts the epoch short); return the Keras-style logs: loss, accuracy, and
-        val_loss, val_accuracy when there is a validation set."""
+        val_loss, val_accuracy when there is a validation set. A program that trains a long
+        epoch in pieces calls `on_batches(done, total)` after each."""
 
     def write_back(self) -> None:
         """Make the Keras model's and optimizer's variables hold the current state."""
@@ -160,7 +162,9 @@ def train_epochs(program: EpochProgram, events: EpochEvents, config: Config, ini
     for epoch in range(initial_epoch, config.train.epochs):
         events.epoch_started(epoch)
         count = batches_in_epoch(config.train, epoch, batches.count)
-        logs = program.run_epoch(batches.order(config.seed, epoch, config.train.shuffle, count))
+        order = batches.order(config.seed, epoch, config.train.shuffle, count)
+        logs = program.run_epoch(order, lambda done, total, epoch=epoch: events.batch_ended(
+            epoch, done, total))
         program.write_back()
         if events.epoch_ended(epoch, logs):
             return

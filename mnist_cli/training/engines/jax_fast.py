@@ -39,6 +39,7 @@ Import this module only after `runtime.start()` chose JAX.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,12 @@ from mnist_cli.training.engines.fast_common import (
 # Dropping dead columns costs about one epoch's saving in preparation (docs/performance.md):
 # it pays from the second epoch on.
 DEAD_COLUMNS_MIN_EPOCHS = 2
+
+# An epoch of more multiply-adds than this (forward and backward, about several seconds of a
+# laptop CPU) is trained in pieces of about this size, each one compiled program, so that a
+# progress bar moves inside it; a smaller epoch stays one program. Decided from the config
+# alone, so a run computes the same way on a terminal, in a pipe and when resumed.
+PIECE_MULTIPLY_ADDS = 5e11
 
 CACHE_VARIABLE = "MNIST_CLI_JAX_CACHE"
 CACHE_OFF = ("", "0", "off", "false", "no", "none")
@@ -196,6 +203,10 @@ class JaxEpochs:
             host["validation_table"] = validation.table
         self.device = jax.device_put(host)
         self._epoch = jax.jit(self._epoch_program)
+        self._piece = jax.jit(self._piece_program)
+        self._metrics = jax.jit(self._metrics_program, static_argnums=1)
+        work = 3 * batches.batch_size * sum(int(np.prod(value.shape)) for value in trainable)
+        self.piece_batches = max(1, int(PIECE_MULTIPLY_ADDS // max(work, 1)))
 
     @staticmethod
     def _layer_slices(model: keras.Model) -> list[tuple[Any, slice, slice]]:
@@ -297,8 +308,18 @@ class JaxEpochs:
         carry = (*state, jnp.float32(0), jnp.float32(0))
         carry, _ = jax.lax.scan(lambda carry, batch: self._step(carry, batch, device),
                                 carry, (order, device["row_weights"][: order.shape[0]]))
+        return self._metrics_program(carry, self.batches.rows_in(order), device)
+
+    def _piece_program(self, carry: tuple, order: jax.Array, weights: jax.Array,
+                       device: dict) -> tuple:
+        """Some batches of an epoch trained in pieces: the scan of `_epoch_program`, cut."""
+        carry, _ = jax.lax.scan(lambda carry, batch: self._step(carry, batch, device),
+                                carry, (order, weights))
+        return carry
+
+    def _metrics_program(self, carry: tuple, count: int, device: dict) -> tuple:
+        """The epoch's logs from the carried sums (`count` real rows), and validation."""
         trainable, non_trainable, optimizer_values, loss_sum, correct_sum = carry
-        count = self.batches.rows_in(order)  # a number known when tracing
         metrics = [loss_sum / count, correct_sum / count]
         if device["validation_pixels"] is not None:
             inputs = self._decode(device["validation_pixels"], device["validation_table"])
@@ -313,9 +334,22 @@ class JaxEpochs:
 
     # ---------------------------------------------------------------- the engine protocol
 
-    def run_epoch(self, order: np.ndarray) -> dict[str, float]:
-        self.state, metrics = self._epoch(self.state, order, self.device)
-        return epoch_logs(metrics)  # waits for the epoch: one transfer of 2-4 numbers
+    def run_epoch(self, order: np.ndarray,
+                  on_batches: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        total = order.shape[0]
+        if total <= self.piece_batches:
+            self.state, metrics = self._epoch(self.state, order, self.device)
+            return epoch_logs(metrics)  # waits for the epoch: one transfer of 2-4 numbers
+        carry = (*self.state, jnp.float32(0), jnp.float32(0))
+        weights = self.batches.row_weights()
+        for start in range(0, total, self.piece_batches):
+            end = min(total, start + self.piece_batches)
+            carry = self._piece(carry, order[start:end], weights[start:end], self.device)
+            if on_batches is not None:
+                jax.block_until_ready(carry[3])
+                on_batches(end, total)
+        self.state, metrics = self._metrics(carry, self.batches.rows_in(order), self.device)
+        return epoch_logs(metrics)
 
     def write_back(self) -> None:
         trainable, non_trainable, optimizer_values = (list(part) for part in self.state)

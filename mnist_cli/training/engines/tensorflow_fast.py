@@ -23,6 +23,8 @@ Import this module only after `runtime.start()` chose TensorFlow.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -93,7 +95,8 @@ class TensorFlowEpochs:
             metrics.append(tf.reduce_mean(tf.cast(hits, tf.float32)))
         return tf.stack(metrics)
 
-    def run_epoch(self, order: np.ndarray) -> dict[str, float]:
+    def run_epoch(self, order: np.ndarray, on_batches: Any = None) -> dict[str, float]:
+        """The whole epoch in one program (no pieces: `on_batches` is never called)."""
         return epoch_logs(self._epoch(tf.constant(order)).numpy())
 
     def write_back(self) -> None:
