@@ -15,6 +15,7 @@ none that its checkpoint covers. Import only after `runtime.start`.
 from __future__ import annotations
 
 import importlib.util
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,16 @@ def tensorboard_log(config: Config, run_path: Path, model: Any, features: np.nda
     not installed (then a one-line note: training does not depend on it)."""
     if not config.train.tensorboard:
         return None
-    if importlib.util.find_spec("tensorboardX") is None:
+    if not tensorboardx_installed():
         echo('Note: no TensorBoard log (tensorboardX is not installed: '
              'pip install "mnist-cli[tensorboard]"); training goes on without it')
         return None
     return TensorBoardLog(config, run_path, model, features[:GRADIENT_BATCH],
                           labels[:GRADIENT_BATCH], first_epoch)
+
+
+def tensorboardx_installed() -> bool:
+    return importlib.util.find_spec("tensorboardX") is not None
 
 
 class TensorBoardLog:
@@ -55,7 +60,11 @@ class TensorBoardLog:
         self.labels = labels
         # A fresh run starts at step 1; a resumed one drops whatever it wrote from its first
         # epoch on (an epoch trained but not checkpointed before the process stopped).
-        self.writer = SummaryWriter(logdir=str(run_path),
+        # tensorboardX names a file after the second it opens it and overwrites one of the
+        # same name: the suffix keeps a resume in the same second from erasing the events
+        # before it, and sorts the files of one second in the order they were written.
+        suffix = f".epoch{first_epoch + 1:05d}.{uuid.uuid4().hex[:8]}"
+        self.writer = SummaryWriter(logdir=str(run_path), filename_suffix=suffix,
                                     purge_step=first_epoch + 1 if first_epoch else None)
         self.last_histograms = 0
 
