@@ -375,7 +375,8 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
                    "instead of 28x28 uint8 pixels.")
 @click.option("--data", "data_path", type=click.Path(),
               help="Another copy of the dataset (.npz or IDX folder) for the check.")
-def export(run_dir, format_name, out, raw, data_path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print what was written and checked as JSON.")
+def export(run_dir, format_name, out, raw, data_path, as_json) -> None:
     """Export a finished run's network to use it outside mnist-cli, checked before it is kept.
 
     The exported model takes 28x28 uint8 pixels, batch first, and does the run's own
@@ -400,6 +401,11 @@ def export(run_dir, format_name, out, raw, data_path) -> None:
     from mnist_cli.export.exporting import export_run
 
     result = export_run(source, format_name, out, raw, data_path)
+    if as_json:
+        from mnist_cli.atomic_files import json_text
+
+        click.echo(json_text(result.to_dict()))
+        return
     agreement = result.agreement
     click.echo(f"Exported {result.path} ({result.size_bytes / 1e6:.2f} MB) in "
                f"{result.export_seconds:.1f} s")

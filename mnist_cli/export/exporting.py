@@ -57,6 +57,24 @@ class ExportResult:
     export_seconds: float
     check_seconds: float
 
+    def to_dict(self) -> dict[str, Any]:
+        agreement = self.agreement
+        return {
+            "path": str(self.path), "model_card": str(self.model_card),
+            "format": self.format_name, "raw": self.raw,
+            "input": {"name": self.input.name, "shape": self.input.shape_text(),
+                      "dtype": self.input.dtype},
+            "output": {"name": self.output.name, "shape": self.output.shape_text(),
+                       "dtype": self.output.dtype},
+            "size_bytes": self.size_bytes,
+            "export_seconds": round(self.export_seconds, 3),
+            "check_seconds": round(self.check_seconds, 3),
+            "test_digits": agreement.digits,
+            "same_prediction": agreement.same_prediction,
+            "max_probability_difference": agreement.max_difference,
+            "accuracy": agreement.accuracy,
+        }
+
 
 def default_path(run_path: Path, format_name: str, raw: bool) -> Path:
     """`RUN_DIR/export/<format>[-raw]/<file>`: one folder per export, each with its MODEL.md."""
