@@ -56,8 +56,6 @@ class TensorBoardLog:
 
         self.config = config
         self.model = model
-        self.features = features
-        self.labels = labels
         # A fresh run starts at step 1; a resumed one drops whatever it wrote from its first
         # epoch on (an epoch trained but not checkpointed before the process stopped).
         # tensorboardX names a file after the second it opens it and overwrites one of the
@@ -67,6 +65,7 @@ class TensorBoardLog:
         self.writer = SummaryWriter(logdir=str(run_path), filename_suffix=suffix,
                                     purge_step=first_epoch + 1 if first_epoch else None)
         self.last_histograms = 0
+        self.gradients = gradient_function(model, config, features, labels)
 
     def epoch_ended(self, row: dict[str, Any]) -> None:
         step = int(row["epoch"])
@@ -79,11 +78,11 @@ class TensorBoardLog:
 
     def write_histograms(self, step: int) -> None:
         """Every weight, its gradient on the fixed batch, and each layer's gradient norm."""
-        gradients = layer_gradients(self.model, self.config, self.features, self.labels)
+        gradients = self.gradients() if self.gradients is not None else {}
         for variable in self.model.trainable_variables:
             self.writer.add_histogram(f"weights/{variable.path}",
                                       np.asarray(variable.numpy()), step)
-        for path, gradient in (gradients or {}).items():
+        for path, gradient in gradients.items():
             self.writer.add_histogram(f"gradients/{path}", gradient, step)
             self.writer.add_scalar(f"gradient_norm/{path}", float(np.linalg.norm(gradient)),
                                    step)
@@ -143,10 +142,11 @@ def hyperparameters(config: Config) -> dict[str, bool | int | float | str]:
     return flat
 
 
-def layer_gradients(model: Any, config: Config, features: np.ndarray,
-                    labels: np.ndarray) -> dict[str, np.ndarray] | None:
-    """The gradient of the training loss (without dropout) on `features` for every trainable
-    variable, by its path; None on a backend where this is not done (torch)."""
+def gradient_function(model: Any, config: Config, features: np.ndarray,
+                      labels: np.ndarray) -> Callable[[], dict[str, np.ndarray]] | None:
+    """A function that returns the gradient of the training loss (without dropout) on
+    `features` for every trainable variable at its current value, by the variable's path;
+    None on a backend where this is not done (torch)."""
     import keras
 
     from mnist_cli.metrics import one_hot
@@ -156,25 +156,33 @@ def layer_gradients(model: Any, config: Config, features: np.ndarray,
     targets = one_hot(labels)
     variables = model.trainable_variables
     backend = keras.backend.backend()
+
+    def by_path(gradients: Any) -> dict[str, np.ndarray]:
+        return {variable.path: np.asarray(keras.ops.convert_to_numpy(gradient))
+                for variable, gradient in zip(variables, gradients)}
+
     if backend == "jax":
         import jax
 
-        non_trainable = [variable.value for variable in model.non_trainable_variables]
-
-        def loss_of(trainable: list[Any]) -> Any:
+        def loss_of(trainable: list[Any], non_trainable: list[Any]) -> Any:
             outputs, _ = model.stateless_call(trainable, non_trainable, features,
                                               training=False)
             return keras.ops.mean(sample_loss(targets, outputs))
 
-        gradients = jax.grad(loss_of)([variable.value for variable in variables])
-    elif backend == "tensorflow":
+        # Compiled once per run: JAX's eager mode would compile each operation on its own,
+        # many times slower on the first call.
+        compiled = jax.jit(jax.grad(loss_of))
+        return lambda: by_path(compiled(
+            [variable.value for variable in variables],
+            [variable.value for variable in model.non_trainable_variables]))
+    if backend == "tensorflow":
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            outputs = model(features, training=False)
-            loss = keras.ops.mean(sample_loss(targets, outputs))
-        gradients = tape.gradient(loss, variables)
-    else:
-        return None
-    return {variable.path: np.asarray(keras.ops.convert_to_numpy(gradient))
-            for variable, gradient in zip(variables, gradients)}
+        def tensorflow_gradients() -> dict[str, np.ndarray]:
+            with tf.GradientTape() as tape:
+                outputs = model(features, training=False)
+                loss = keras.ops.mean(sample_loss(targets, outputs))
+            return by_path(tape.gradient(loss, variables))
+
+        return tensorflow_gradients
+    return None
