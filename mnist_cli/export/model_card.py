@@ -81,6 +81,8 @@ def model_card_text(result: ExportResult, source: ModelSource, metrics: dict[str
     accuracy_text = (f"{test_accuracy:.4f}" if isinstance(test_accuracy, (int, float))
                      else "not recorded")
     what = "the bare network" if result.raw else "the network behind its preprocessing"
+    batch_note = (" (the interpreter starts with a batch of 1: `resize_tensor_input` and "
+                  "`allocate_tensors` for another)" if result.format_name == "litert" else "")
     return f"""# {source.name}: {FORMAT_TITLES[result.format_name]}
 
 `{result.path.name}` ({size_text}): {what}, a Dense MNIST digit classifier made by
@@ -93,9 +95,9 @@ def model_card_text(result: ExportResult, source: ModelSource, metrics: dict[str
 | input | `{result.input.name}` | {result.input.shape_text()} | {result.input.dtype} |
 | output | `{result.output.name}` | {result.output.shape_text()} | {result.output.dtype} |
 
-The batch comes first and may have any size. The output holds the probability of each digit
-0-9 (the network's output activation: {config.model.output_activation}); the predicted digit
-is its largest entry.
+The batch comes first and may have any size{batch_note}. The output holds the probability
+of each digit 0-9 (the network's output activation: {config.model.output_activation}); the
+predicted digit is its largest entry.
 
 ## Preprocessing
 
