@@ -375,15 +375,17 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
                    "instead of 28x28 uint8 pixels.")
 @click.option("--data", "data_path", type=click.Path(),
               help="Another copy of the dataset (.npz or IDX folder) for the check.")
+@click.option("--tolerance", type=click.FloatRange(min=0.0), default=1e-5, show_default=True,
+              help="Largest difference allowed between the file's and Keras's probabilities.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written and checked as JSON.")
-def export(run_dir, format_name, out, raw, data_path, as_json) -> None:
+def export(run_dir, format_name, out, raw, data_path, tolerance, as_json) -> None:
     """Export a finished run's network to use it outside mnist-cli, checked before it is kept.
 
     The exported model takes 28x28 uint8 pixels, batch first, and does the run's own
     preprocessing (scaling or binarizing, flattening) inside. The file is run with its own
     runtime on the run's test digits and kept only if it predicts the same digit as the
-    Keras model on every one, with probabilities within 1e-5. MODEL.md beside it says how
-    to use it.
+    Keras model on every one, with probabilities within 1e-5 (--tolerance). MODEL.md beside
+    it says how to use it.
 
     \b
     Example:
@@ -400,7 +402,7 @@ def export(run_dir, format_name, out, raw, data_path, as_json) -> None:
     runtime.start(export_backend(format_name))
     from mnist_cli.export.exporting import export_run
 
-    result = export_run(source, format_name, out, raw, data_path)
+    result = export_run(source, format_name, out, raw, data_path, tolerance)
     if as_json:
         from mnist_cli.atomic_files import json_text
 

@@ -164,6 +164,16 @@ def test_an_export_that_disagrees_with_keras_is_an_error_and_leaves_nothing(
     assert out.read_bytes() == b"an earlier export"  # replaced only by a checked file
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
 
+    # Into folders that did not exist: they are removed again.
+    result = export(run_dir, "--format", "onnx", "--out", str(tmp_path / "new" / "model.onnx"))
+    assert result.exit_code == 1 and "--tolerance" in result.output
+    assert not (tmp_path / "new").exists()
+    # A looser tolerance, asked for, lets the same file through.
+    result = export(run_dir, "--format", "onnx", "--out", str(tmp_path / "new" / "model.onnx"),
+                    "--tolerance", "1e-3")
+    assert result.exit_code == 0, result.output
+    assert "(allowed:\n0.001)" in (tmp_path / "new" / "MODEL.md").read_text()
+
 
 def test_unfinished_and_damaged_runs_are_errors_that_write_nothing(runs, tmp_path):
     source = runs["binarized"]

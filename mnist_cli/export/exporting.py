@@ -3,12 +3,14 @@ file with its own runtime against the Keras model on the run's test digits, and 
 put it (and its `MODEL.md`) in place.
 
 The file is written under a temporary name beside its destination; if the check finds a
-single test digit predicted otherwise, or a probability further than `TOLERANCE` from the
-Keras model's, the temporary file is deleted and an existing export stays as it was.
+single test digit predicted otherwise, or a probability further than the tolerance (default
+`TOLERANCE`) from the Keras model's, the temporary file and any folder made for it are
+deleted, and an existing export stays as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +20,14 @@ import numpy as np
 
 from mnist_cli.atomic_files import atomic_directory, atomic_path, write_text_atomic
 from mnist_cli.config import Config
-from mnist_cli.errors import DataError, ExportError, RunDirError
+from mnist_cli.errors import DataError, ExportError, RunDirError, describe_error
 from mnist_cli.export import formats
 from mnist_cli.export.model_card import model_card_text
 from mnist_cli.inspection.source import ModelSource, fit_to_model_input, load_model
 from mnist_cli.metrics import predict_probabilities
 from mnist_cli.runs import METRICS_FILE, read_json
 
-TOLERANCE = 1e-5  # largest difference allowed between a file's and Keras's probabilities
+TOLERANCE = 1e-5  # default largest difference between a file's and Keras's probabilities
 EXPORT_FOLDER = "export"
 MODEL_CARD = "MODEL.md"
 
@@ -38,10 +40,11 @@ class Agreement:
     same_prediction: int
     max_difference: float
     accuracy: float  # of the exported file, on the run's test digits
+    tolerance: float = TOLERANCE
 
     @property
     def agrees(self) -> bool:
-        return self.same_prediction == self.digits and self.max_difference <= TOLERANCE
+        return self.same_prediction == self.digits and self.max_difference <= self.tolerance
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def finished_run_metrics(source: ModelSource) -> dict[str, Any]:
 
 
 def export_run(source: ModelSource, format_name: str, out: str | Path | None = None,
-               raw: bool = False, data_path: str | Path | None = None) -> ExportResult:
+               raw: bool = False, data_path: str | Path | None = None,
+               tolerance: float = TOLERANCE) -> ExportResult:
     """Export the run's network as `format_name`, checked; return what was written.
 
     The runtime must already be started on `formats.export_backend(format_name)`.
@@ -115,35 +119,60 @@ def export_run(source: ModelSource, format_name: str, out: str | Path | None = N
     graph = export_graph(network, data.pixel_table, raw)
 
     path = Path(out) if out is not None else default_path(source.run.path, format_name, raw)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_folders(path.parent)
+    try:
+        agreement, loaded, size, export_seconds, check_seconds = _write_checked(
+            format_name, graph, path, inputs, expected, data.y_test, tolerance)
+    except BaseException:
+        for folder in reversed(made):  # leave no empty folder behind either
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    card = path.parent / MODEL_CARD
+    result = ExportResult(path, card, format_name, raw, loaded.input, loaded.output, agreement,
+                          size, export_seconds, check_seconds)
+    write_text_atomic(card, model_card_text(result, source, metrics, graph.input_dtype))
+    return result
+
+
+def _write_checked(format_name: str, graph: Any, path: Path, inputs: np.ndarray,
+                   expected: np.ndarray, labels: np.ndarray, tolerance: float
+                   ) -> tuple[Agreement, formats.LoadedExport, int, float, float]:
+    """Write the file under a temporary name, check it, and rename it to `path` only if it
+    agrees with the Keras model's `expected` probabilities."""
     writing = atomic_directory(path) if format_name == "saved_model" else atomic_path(path)
     with writing as temporary:
         started = time.perf_counter()
         try:
             formats.write(format_name, graph.model, graph.input_signature(), temporary)
         except Exception as error:
-            from mnist_cli.errors import describe_error
-
             raise ExportError(f"Keras could not write {format_name} "
                               f"({describe_error(error)})") from None
         export_seconds = time.perf_counter() - started
         started = time.perf_counter()
         loaded = formats.LoadedExport(format_name, temporary)
         outputs = loaded.run(inputs.astype(graph.input_dtype, copy=False))
-        agreement = compare(expected, outputs, data.y_test)
+        agreement = compare(expected, outputs, labels, tolerance)
         check_seconds = time.perf_counter() - started
         if not agreement.agrees:
             raise ExportError(
                 f"the exported {format_name} file does not compute what the Keras model does: "
                 f"{agreement.digits - agreement.same_prediction} of {agreement.digits} test "
                 f"digits predicted otherwise, probabilities up to {agreement.max_difference:.2g} "
-                f"apart (allowed: {TOLERANCE:g}); nothing was written")
-        size = _size(temporary)
-    card = path.parent / MODEL_CARD
-    result = ExportResult(path, card, format_name, raw, loaded.input, loaded.output, agreement,
-                          size, export_seconds, check_seconds)
-    write_text_atomic(card, model_card_text(result, source, metrics, graph.input_dtype))
-    return result
+                f"apart (allowed: {tolerance:g}, --tolerance); nothing was written")
+        return agreement, loaded, _size(temporary), export_seconds, check_seconds
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return those created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    missing.reverse()
+    for created in missing:
+        created.mkdir()
+    return missing
 
 
 def _test_data(config: Config, data_path: str | Path | None) -> Any:
@@ -160,7 +189,8 @@ def _test_data(config: Config, data_path: str | Path | None) -> Any:
         raise DataError(f"{error} (or pass the data to this command with --data PATH)") from None
 
 
-def compare(expected: np.ndarray, outputs: np.ndarray, labels: np.ndarray) -> Agreement:
+def compare(expected: np.ndarray, outputs: np.ndarray, labels: np.ndarray,
+            tolerance: float = TOLERANCE) -> Agreement:
     """Predicted digits and largest probability difference of `outputs` against `expected`."""
     if outputs.shape != expected.shape:
         raise ExportError(f"the exported file returns outputs of shape {outputs.shape}, the "
@@ -171,6 +201,7 @@ def compare(expected: np.ndarray, outputs: np.ndarray, labels: np.ndarray) -> Ag
         same_prediction=int((predicted == expected.argmax(axis=1)).sum()),
         max_difference=float(np.abs(outputs - expected).max()) if len(expected) else 0.0,
         accuracy=float((predicted == labels).mean()) if len(labels) else 0.0,
+        tolerance=tolerance,
     )
 
 

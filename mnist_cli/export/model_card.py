@@ -111,8 +111,8 @@ Test accuracy {accuracy_text} on {metrics.get('num_test', '?')} test digits of
 Checked when exported: run with {formats_runtime(result.format_name)} on the run's
 {agreement.digits} test digits (as {input_dtype} input), the file predicted the same digit
 as the Keras model on {agreement.same_prediction} of {agreement.digits}, its probabilities
-at most {agreement.max_difference:.2g} from the Keras model's (allowed: 1e-05), its own
-accuracy {agreement.accuracy:.4f}.
+at most {agreement.max_difference:.2g} from the Keras model's (allowed:
+{agreement.tolerance:g}), its own accuracy {agreement.accuracy:.4f}.
 
 ## How it was trained
 
