@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_cli.errors import ExportError
+from mnist_cli.errors import ExportError, describe_error
 
 EXPORT_EXTRA = 'pip install "mnist-cli[export]"'
 ONNX_OUTPUT = "probabilities"
@@ -124,8 +124,6 @@ class LoadedExport:
         except ExportError:
             raise
         except Exception as error:  # each runtime has its own exception types
-            from mnist_cli.errors import describe_error
-
             raise ExportError(f"{FORMATS[format_name].runtime} cannot load the exported file "
                               f"({describe_error(error)})") from None
 
