@@ -415,7 +415,7 @@ def export(run_dir, format_name, out, raw, data_path, tolerance, as_json) -> Non
                f"; output {result.output.name} {result.output.shape_text()} "
                f"{result.output.dtype}")
     click.echo(f"Checked with {FORMATS[format_name].runtime} on {agreement.digits} test digits: "
-               f"same digit as Keras on {agreement.same_prediction}, probabilities within "
+               f"same digit as Keras on {agreement.same_prediction}, outputs within "
                f"{agreement.max_difference:.1e}, accuracy {agreement.accuracy:.4f} "
                f"({result.check_seconds:.1f} s)")
     click.echo(f"Wrote {result.model_card}")

@@ -160,7 +160,7 @@ def test_an_export_that_disagrees_with_keras_is_an_error_and_leaves_nothing(
     error = result.output.strip().splitlines()[-1]
     assert error.startswith("Error: the exported onnx file does not compute what the Keras "
                             "model does")
-    assert "probabilities up to 0.0001 apart" in error and "Traceback" not in result.output
+    assert "outputs up to 0.0001 apart" in error and "Traceback" not in result.output
     assert out.read_bytes() == b"an earlier export"  # replaced only by a checked file
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
 

@@ -122,7 +122,8 @@ def export_run(source: ModelSource, format_name: str, out: str | Path | None = N
     made = _make_folders(path.parent)
     try:
         agreement, loaded, size, export_seconds, check_seconds = _write_checked(
-            format_name, graph, path, inputs, expected, data.y_test, tolerance)
+            format_name, graph, path, inputs, expected, data.y_test, tolerance,
+            formats.output_name(source.config.model.output_activation))
     except BaseException:
         for folder in reversed(made):  # leave no empty folder behind either
             with contextlib.suppress(OSError):
@@ -136,7 +137,7 @@ def export_run(source: ModelSource, format_name: str, out: str | Path | None = N
 
 
 def _write_checked(format_name: str, graph: Any, path: Path, inputs: np.ndarray,
-                   expected: np.ndarray, labels: np.ndarray, tolerance: float
+                   expected: np.ndarray, labels: np.ndarray, tolerance: float, output: str
                    ) -> tuple[Agreement, formats.LoadedExport, int, float, float]:
     """Write the file under a temporary name, check it, and rename it to `path` only if it
     agrees with the Keras model's `expected` probabilities."""
@@ -144,7 +145,7 @@ def _write_checked(format_name: str, graph: Any, path: Path, inputs: np.ndarray,
     with writing as temporary:
         started = time.perf_counter()
         try:
-            formats.write(format_name, graph.model, graph.input_signature(), temporary)
+            formats.write(format_name, graph.model, graph.input_signature(), temporary, output)
         except Exception as error:
             raise ExportError(f"Keras could not write {format_name} "
                               f"({describe_error(error)})") from None
@@ -158,7 +159,7 @@ def _write_checked(format_name: str, graph: Any, path: Path, inputs: np.ndarray,
             raise ExportError(
                 f"the exported {format_name} file does not compute what the Keras model does: "
                 f"{agreement.digits - agreement.same_prediction} of {agreement.digits} test "
-                f"digits predicted otherwise, probabilities up to {agreement.max_difference:.2g} "
+                f"digits predicted otherwise, outputs up to {agreement.max_difference:.2g} "
                 f"apart (allowed: {tolerance:g}, --tolerance); nothing was written")
         return agreement, loaded, _size(temporary), export_seconds, check_seconds
 

@@ -20,7 +20,12 @@ import numpy as np
 from mnist_cli.errors import ExportError, describe_error
 
 EXPORT_EXTRA = 'pip install "mnist-cli[export]"'
-ONNX_OUTPUT = "probabilities"
+
+def output_name(output_activation: str) -> str:
+    """What the single ONNX output is called: probabilities after a softmax, else scores
+    (a sigmoid's or a linear layer's outputs do not sum to 1)."""
+    return "probabilities" if output_activation == "softmax" else "scores"
+
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,10 @@ def export_backend(format_name: str) -> str:
     return backend
 
 
-def write(format_name: str, model: Any, input_signature: list[Any], path: Path) -> None:
-    """Write `model` to `path` with Keras's own `model.export`."""
+def write(format_name: str, model: Any, input_signature: list[Any], path: Path,
+          output: str) -> None:
+    """Write `model` to `path` with Keras's own `model.export`; `output` names the ONNX
+    output (the other formats keep the names their converter gives)."""
     from mnist_cli import runtime
 
     info = FORMATS[format_name]
@@ -92,7 +99,7 @@ def write(format_name: str, model: Any, input_signature: list[Any], path: Path) 
         model.export(str(path), format=info.keras_format, input_signature=input_signature,
                      verbose=False)
     if format_name == "onnx":
-        _rename_onnx_output(path, ONNX_OUTPUT)
+        _rename_onnx_output(path, output)
 
 
 def _rename_onnx_output(path: Path, name: str) -> None:

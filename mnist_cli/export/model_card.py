@@ -35,6 +35,16 @@ def preprocessing_text(config: Any, raw: bool) -> str:
             f"white on black as in MNIST): {rule}; {shape}.")
 
 
+def _output_text(config: Any) -> str:
+    activation = config.model.output_activation
+    if activation == "softmax":
+        what = "the probability of each digit 0-9 (a softmax: they sum to 1)"
+    else:
+        what = (f"a score for each digit 0-9 (the network's {activation} outputs, not "
+                "probabilities that sum to 1)")
+    return f"The output holds {what}; the predicted digit is its largest entry."
+
+
 def _example(result: ExportResult) -> str:
     name = result.path.name
     input_name = result.input.name
@@ -47,15 +57,15 @@ def _example(result: ExportResult) -> str:
         lines = ["import numpy as np, onnxruntime",
                  f'session = onnxruntime.InferenceSession("{name}")',
                  make,
-                 f'probabilities = session.run(None, {{"{input_name}": digits}})[0]',
-                 "print(probabilities.argmax(axis=1))"]
+                 f'outputs = session.run(None, {{"{input_name}": digits}})[0]',
+                 "print(outputs.argmax(axis=1))"]
     elif result.format_name == "saved_model":
         lines = ["import numpy as np, tensorflow as tf",
                  f'serve = tf.saved_model.load("{name}").signatures["serving_default"]',
                  make,
-                 f'probabilities = serve({input_name}=tf.constant(digits))'
+                 f'outputs = serve({input_name}=tf.constant(digits))'
                  f'["{result.output.name}"].numpy()',
-                 "print(probabilities.argmax(axis=1))"]
+                 "print(outputs.argmax(axis=1))"]
     else:
         lines = ["import numpy as np; from ai_edge_litert.interpreter import Interpreter",
                  f'interpreter = Interpreter(model_path="{name}"); '
@@ -95,9 +105,7 @@ def model_card_text(result: ExportResult, source: ModelSource, metrics: dict[str
 | input | `{result.input.name}` | {result.input.shape_text()} | {result.input.dtype} |
 | output | `{result.output.name}` | {result.output.shape_text()} | {result.output.dtype} |
 
-The batch comes first and may have any size{batch_note}. The output holds the probability
-of each digit 0-9 (the network's output activation: {config.model.output_activation}); the
-predicted digit is its largest entry.
+The batch comes first and may have any size{batch_note}. {_output_text(config)}
 
 ## Preprocessing
 
