@@ -46,6 +46,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _fsync_directory(path.parent)
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it takes `path`'s place.
+
+    For outputs that are folders (a TensorFlow SavedModel). A folder cannot replace another
+    in one rename, so an existing `path` is first renamed aside, then the new one renamed
+    in, then the old one deleted: at every moment one whole version exists under `path` or
+    under the aside name. On any error the temporary folder is deleted and `path` is as it was.
+    """
+    import shutil
+
+    path = Path(path)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(temporary, 0o777 & ~_current_umask())
+    try:
+        yield temporary
+        aside = None
+        if path.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old.tmp",
+                                          dir=path.parent))
+            os.replace(path, aside / path.name)
+        os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_directory(path.parent)
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -21,3 +21,4 @@ OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 MONITORED_METRICS = ("val_loss", "val_accuracy", "loss", "accuracy")
 ERROR_SORT_KEYS = ("index", "confidence")  # `mnist show-errors --sort`
 RUN_SORT_KEYS = ("date", "accuracy")  # `mnist runs --sort`
+EXPORT_FORMATS = ("onnx", "saved_model", "litert")  # `mnist export --format`

@@ -446,6 +446,65 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(), metavar="RUN_DIR")
+@click.option("--format", "format_name", type=click.Choice(choices.EXPORT_FORMATS),
+              required=True, help="onnx (run with onnxruntime), saved_model (TensorFlow) or "
+                                  "litert (phones, the LiteRT interpreter).")
+@click.option("--out", type=click.Path(), metavar="PATH",
+              help="Where the file (a folder for saved_model) goes; MODEL.md goes beside it "
+                   "(default: RUN_DIR/export/FORMAT/).")
+@click.option("--raw", is_flag=True,
+              help="Export the bare network, which takes the run's preprocessed features, "
+                   "instead of 28x28 uint8 pixels.")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Another copy of the dataset (.npz or IDX folder) for the check.")
+@click.option("--tolerance", type=click.FloatRange(min=0.0), default=1e-5, show_default=True,
+              help="Largest difference allowed between the file's and Keras's probabilities.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written and checked as JSON.")
+def export(run_dir, format_name, out, raw, data_path, tolerance, as_json) -> None:
+    """Export a finished run's network to use it outside mnist-cli, checked before it is kept.
+
+    The exported model takes 28x28 uint8 pixels, batch first, and does the run's own
+    preprocessing (scaling or binarizing, flattening) inside. The file is run with its own
+    runtime on the run's test digits and kept only if it predicts the same digit as the
+    Keras model on every one, with probabilities within 1e-5 (--tolerance). MODEL.md beside
+    it says how to use it.
+
+    \b
+    Example:
+      mnist export outputs/keras-784-500-10-20250101-120000 --format onnx
+      mnist export outputs/my-run --format litert --out phone/digits.tflite
+      mnist export outputs/my-run --format saved_model --raw
+    """
+    from mnist_cli import runtime
+    from mnist_cli.export.formats import FORMATS, export_backend
+    from mnist_cli.inspection.source import locate_model
+    from mnist_cli.runs import open_run_dir
+
+    source = locate_model(open_run_dir(run_dir).path)
+    runtime.start(export_backend(format_name))
+    from mnist_cli.export.exporting import export_run
+
+    result = export_run(source, format_name, out, raw, data_path, tolerance)
+    if as_json:
+        from mnist_cli.atomic_files import json_text
+
+        click.echo(json_text(result.to_dict()))
+        return
+    agreement = result.agreement
+    click.echo(f"Exported {result.path} ({result.size_bytes / 1e6:.2f} MB) in "
+               f"{result.export_seconds:.1f} s")
+    click.echo(f"  input  {result.input.name} {result.input.shape_text()} {result.input.dtype}"
+               f"; output {result.output.name} {result.output.shape_text()} "
+               f"{result.output.dtype}")
+    click.echo(f"Checked with {FORMATS[format_name].runtime} on {agreement.digits} test digits: "
+               f"same digit as Keras on {agreement.same_prediction}, outputs within "
+               f"{agreement.max_difference:.1e}, accuracy {agreement.accuracy:.4f} "
+               f"({result.check_seconds:.1f} s)")
+    click.echo(f"Wrote {result.model_card}")
+
+
+@cli.command()
 @click.argument("output_root", default="outputs", type=click.Path())
 @click.option("--sort", type=click.Choice(choices.RUN_SORT_KEYS), default="date",
               show_default=True, help="date: oldest first; accuracy: best test accuracy first.")

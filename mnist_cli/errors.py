@@ -54,6 +54,11 @@ class ImageError(MnistCliError):
     """An image given to `mnist predict` cannot be read or holds no digit."""
 
 
+class ExportError(MnistCliError):
+    """`mnist export` cannot write a format (a package is missing) or the exported file does
+    not compute what the Keras model computes."""
+
+
 class Interrupted(MnistCliError):
     """Training stopped on Ctrl-C, after saving what it could; the message says where and
     holds the exact resume command. Exit 130 (128 + SIGINT), the shell's convention."""

@@ -284,6 +284,10 @@ class TrainConfig(_Strict):
         description="'fit' is Keras's model.fit; 'fast' compiles a whole epoch into one program; "
         "'auto' picks 'fast' where the backend supports it.",
     )
+    tensorboard: bool = Field(
+        default=True,
+        description="Write TensorBoard event files into the run directory (tensorboardX).",
+    )
 
     @field_validator("early_stopping", mode="before")
     @classmethod

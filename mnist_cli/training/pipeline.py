@@ -50,6 +50,7 @@ from mnist_cli.training.engines.contract import (
 from mnist_cli.training.epochs import EpochEvents
 from mnist_cli.training.history import History
 from mnist_cli.training.progress import Progress
+from mnist_cli.training.tensorboard import TensorBoardLog, tensorboard_log
 
 
 @dataclass
@@ -99,6 +100,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     # The run directory. From here on, Ctrl-C always ends with the resume command.
     run = _open_run(config, resolved, resume, echo)
     checkpointer: Checkpointer | None = None
+    tensorboard: TensorBoardLog | None = None
     on_disk = (checkpoint.epochs_done, checkpoint.batches_done) if checkpoint else None
     try:
         echo(f"Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} validation, "
@@ -114,10 +116,14 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
             checkpointer.restore(checkpoint)
         else:
             history.write()
+        initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
+        tensorboard = tensorboard_log(resolved, run.path, model, data.x_train, data.y_train,
+                                      initial_epoch, echo)
         job = EngineJob(
             model=model, config=config, data=data,
-            events=EpochEvents(model, history, progress, early_stopping, checkpointer),
-            initial_epoch=checkpoint.epochs_done if checkpoint is not None else 0,
+            events=EpochEvents(model, history, progress, early_stopping, checkpointer,
+                               tensorboard),
+            initial_epoch=initial_epoch,
             partial=_partial_epoch(checkpoint, checkpointer),
         )
 
@@ -137,10 +143,13 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         # The artifacts, metrics.json last.
         early_stopping.finish()
         return _finish(run, config, data, model, history, early_stopping, engine,
-                       train_seconds, checkpointer, echo)
+                       train_seconds, checkpointer, tensorboard, echo)
     except KeyboardInterrupt:
         saved = checkpointer.last_saved if checkpointer is not None else None
         raise _interrupted(run, saved or on_disk, config) from None
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()  # the events so far stay readable, whatever stopped the run
 
 
 def _open_run(config: Config, resolved: Config, resume: ResumePoint | None,
@@ -189,7 +198,8 @@ def _interrupted(run: RunDir, saved: tuple[int, int] | None, config: Config) -> 
 
 def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history: History,
             early_stopping: EarlyStopping, engine: str, train_seconds: float,
-            checkpointer: Checkpointer, echo: Callable[[str], None]) -> TrainResult:
+            checkpointer: Checkpointer, tensorboard: TensorBoardLog | None,
+            echo: Callable[[str], None]) -> TrainResult:
     """Write the model, the figures and, last, metrics.json, which marks the run finished."""
     save_with(run.model, model.save)
     metrics, outputs = artifacts.test_metrics(model, config.train.loss, data.x_test, data.y_test)
@@ -219,6 +229,8 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
         run.errors, data.x_test, data.y_test, outputs, data.test_index, config.name,
         score="probability" if config.model.outputs_probabilities else "score",
         index_of=artifacts.index_words(config))
+    if tensorboard is not None:
+        tensorboard.finish(epochs_run, run.errors, metrics)
     write_json_atomic(run.metrics, metrics)
     checkpointer.remove()
     echo(f"Test accuracy: {metrics['test_accuracy']:.4f} "
