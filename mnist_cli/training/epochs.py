@@ -1,13 +1,14 @@
 """The events an engine reports (`engines.contract.EpochEvents`), passed on to the objects
 that own each piece of per-epoch state, in a fixed order: the history row, the progress
 line, early stopping, then the checkpoint (which asks each of them for its state), then the
-Ctrl-C check. Nothing here keeps state of its own.
+observers a caller passed in (a sweep's pruning), then the Ctrl-C check. Nothing here keeps
+state of its own but which observer, if any, asked to stop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from mnist_cli.training import interrupt
 from mnist_cli.training.checkpoints import Checkpointer
@@ -16,14 +17,29 @@ from mnist_cli.training.history import History, epoch_row
 from mnist_cli.training.progress import Progress
 
 
+class EpochObserver(Protocol):
+    """Something outside training that watches each finished epoch and may end the run
+    there (a sweep's pruner). It is told after the checkpoint is saved, so stopping loses
+    nothing; the run then finishes as an early-stopped one, its `metrics.json` saying
+    `stopped_by: <stop_reason>`."""
+
+    stop_reason: str
+
+    def epoch_ended(self, row: Mapping[str, Any]) -> bool:
+        """Epoch `row["epoch"]` (1-based) is saved with its history row; True: stop now."""
+
+
 class EpochEvents:
     def __init__(self, model: Any, history: History, progress: Progress,
-                 early_stopping: EarlyStopping, checkpointer: Checkpointer) -> None:
+                 early_stopping: EarlyStopping, checkpointer: Checkpointer,
+                 observers: Sequence[EpochObserver] = ()) -> None:
         self.model = model
         self.history = history
         self.progress = progress
         self.early_stopping = early_stopping
         self.checkpointer = checkpointer
+        self.observers = list(observers)
+        self.stopped_by: str | None = None  # the stop_reason of the observer that stopped it
 
     def epoch_started(self, epoch: int) -> None:
         self.progress.epoch_started(epoch)
@@ -35,7 +51,10 @@ class EpochEvents:
         self.progress.epoch_ended(row)
         stop = self.early_stopping.update(row)
         self.checkpointer.save_epoch(epoch)
-        return stop or interrupt.stop_requested()
+        for observer in self.observers:
+            if observer.epoch_ended(row) and self.stopped_by is None:
+                self.stopped_by = observer.stop_reason
+        return stop or self.stopped_by is not None or interrupt.stop_requested()
 
     def epoch_interrupted(self, epoch: int, batches_done: int) -> None:
         self.checkpointer.save_partial(epoch, batches_done)

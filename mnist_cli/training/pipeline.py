@@ -16,7 +16,7 @@ import contextlib
 import platform
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from mnist_cli.training.checkpoints import (
 )
 from mnist_cli.training.early_stopping import EarlyStopping
 from mnist_cli.training.engines.contract import EngineJob, PartialEpoch
-from mnist_cli.training.epochs import EpochEvents
+from mnist_cli.training.epochs import EpochEvents, EpochObserver
 from mnist_cli.training.history import History
 from mnist_cli.training.progress import Progress
 
@@ -56,14 +56,16 @@ class TrainResult:
 
 
 def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: bool = False,
-          resume: ResumePoint | None = None, verbose: bool = False) -> TrainResult:
+          resume: ResumePoint | None = None, verbose: bool = False,
+          observers: Sequence[EpochObserver] = ()) -> TrainResult:
     """Train `config` into a new run directory and return its path and test metrics.
 
     With `resume` (from `checkpoints.find_resume_point`), continue that stopped run instead,
     in its own folder, from its checkpoint (or from scratch when it stopped before its first
     epoch ended); `config` is then the run's own config.yaml. `progress_bar` shows Keras's
     per-batch bar (for a terminal); otherwise one line per epoch is passed to `echo`.
-    `verbose` shows the backend's native log messages.
+    `verbose` shows the backend's native log messages. `observers` are told of every saved
+    epoch and may end the run there (`epochs.EpochObserver`: a sweep's pruner).
 
     Ctrl-C stops training at the next batch or epoch end, and raises `Interrupted` (exit 130)
     with the resume command once the checkpoint is saved; a second Ctrl-C, or one after
@@ -111,9 +113,9 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
             checkpointer.restore(checkpoint)
         else:
             history.write()
+        events = EpochEvents(model, history, progress, early_stopping, checkpointer, observers)
         job = EngineJob(
-            model=model, config=config, data=data,
-            events=EpochEvents(model, history, progress, early_stopping, checkpointer),
+            model=model, config=config, data=data, events=events,
             initial_epoch=checkpoint.epochs_done if checkpoint is not None else 0,
             partial=_partial_epoch(checkpoint, checkpointer), progress_bar=progress_bar,
         )
@@ -127,14 +129,15 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
             if checkpoint is None or not checkpoint.training_done(config):
                 engines.run(engine, backend, job)
             train_seconds = checkpointer.train_seconds()
-        finished = len(history) >= config.train.epochs or early_stopping.stopped_early
+        finished = (len(history) >= config.train.epochs or early_stopping.stopped_early
+                    or events.stopped_by is not None)
         if interrupt.stop_requested() and not finished:
             raise _interrupted(run, checkpointer.last_saved, config)
 
         # The artifacts, metrics.json last.
         early_stopping.finish()
         return _finish(run, config, data, model, history, early_stopping, engine,
-                       train_seconds, checkpointer, echo)
+                       train_seconds, checkpointer, echo, events.stopped_by)
     except KeyboardInterrupt:
         saved = checkpointer.last_saved if checkpointer is not None else None
         raise _interrupted(run, saved or on_disk, config) from None
@@ -185,8 +188,10 @@ def _interrupted(run: RunDir, saved: tuple[int, int] | None, config: Config) -> 
 
 def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history: History,
             early_stopping: EarlyStopping, engine: str, train_seconds: float,
-            checkpointer: Checkpointer, echo: Callable[[str], None]) -> TrainResult:
-    """Write the model, the figures and, last, metrics.json, which marks the run finished."""
+            checkpointer: Checkpointer, echo: Callable[[str], None],
+            stopped_by: str | None) -> TrainResult:
+    """Write the model, the figures and, last, metrics.json, which marks the run finished.
+    `stopped_by` names the observer that ended training before its last epoch, if one did."""
     save_with(run.model, model.save)
     metrics, outputs = artifacts.test_metrics(model, config.train.loss, data.x_test, data.y_test)
     epochs_run = len(history)
@@ -196,6 +201,7 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
         if train_seconds > 0 else None,
         "epochs_completed": epochs_run,
         "stopped_early": early_stopping.stopped_early,
+        "stopped_by": stopped_by,
         "best_epoch": early_stopping.best_epoch,
         "num_train": int(len(data.y_train)),
         "num_validation": int(len(data.y_val)),
