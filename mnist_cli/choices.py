@@ -21,3 +21,6 @@ OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear")
 MONITORED_METRICS = ("val_loss", "val_accuracy", "loss", "accuracy")
 ERROR_SORT_KEYS = ("index", "confidence")  # `mnist show-errors --sort`
 RUN_SORT_KEYS = ("date", "accuracy")  # `mnist runs --sort`
+SWEEP_SAMPLERS = ("grid", "random", "tpe")  # `mnist sweep`: how the next trial is chosen
+SWEEP_PRUNERS = ("none", "median", "successive_halving")
+SWEEP_METRICS = ("val_accuracy", "val_loss")  # never a test-set metric: that would be tuning on it
