@@ -173,17 +173,28 @@ SEED_REPORT_KEYS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss", "n
 
 
 def format_seed_statistics(summary: dict[str, dict[str, float]]) -> str:
-    """The metrics a comparison needs first, then every other number, as mean ± std."""
+    """The metrics a comparison needs first, then every other number, as mean ± std; the
+    numbers that are the same in every run (the data sizes) on one last line."""
     keys = [key for key in SEED_REPORT_KEYS if key in summary]
     keys += sorted(key for key in summary if key not in keys)
-    width = max((len(key) for key in keys), default=0)
+    varying = [key for key in keys if summary[key]["min"] != summary[key]["max"]]
+    constant = [key for key in keys if key not in varying]
+    width = max((len(key) for key in varying), default=0)
     lines = []
-    for key in keys:
+    for key in varying:
         entry = summary[key]
-        lines.append(f"{key.ljust(width)}  {entry['mean']:.4f} ± {entry['std']:.4f}  "
-                     f"(min {entry['min']:.4f}, max {entry['max']:.4f}, "
+        lines.append(f"{key.ljust(width)}  {_number(entry['mean'])} ± {_number(entry['std'])}  "
+                     f"(min {_number(entry['min'])}, max {_number(entry['max'])}, "
                      f"n={int(entry['count'])})")
+    if constant:
+        lines.append("the same in every run: " + ", ".join(
+            f"{key} {_number(summary[key]['mean'])}" for key in constant))
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    """Four decimals for accuracies and losses, one for counts, seconds and memory."""
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
 
 
 def write_seed_statistics(folder: SweepFolder, summary: dict[str, dict[str, float]]) -> None:

@@ -51,11 +51,20 @@ def open_storage(folder: SweepFolder, url: str | None) -> Any:
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(folder.journal)))
     try:
-        return optuna.storages.RDBStorage(url)
+        return optuna.storages.RDBStorage(_with_driver(url))
     except Exception as error:  # SQLAlchemy's and the driver's errors, of many classes
         raise SweepStorageError(
             f"cannot open the study storage {_without_password(url)}: "
             f"{describe_error(error, 300)}") from None
+
+
+def _with_driver(url: str) -> str:
+    """A PostgreSQL URL with the driver the `sweep` extra installs (psycopg 3): SQLAlchemy
+    picks psycopg2 or psycopg for a bare `postgresql://` depending on its version."""
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme in ("postgresql", "postgres"):
+        return f"postgresql+psycopg://{rest}"
+    return url
 
 
 def _without_password(url: str) -> str:
