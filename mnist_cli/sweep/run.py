@@ -29,6 +29,8 @@ def start_sweep(sweep: SavedSweep, output_root: str | Path, *, jobs: int = 1,
     study.require_optuna()
     if storage_url is not None:
         sweep = sweep.model_copy(update={"storage": "url"})
+        # A database that does not answer is an error before anything is made.
+        study.open_study(sweep, study.open_storage(None, storage_url))
     folder = create_sweep_folder(output_root, sweep)
     echo(f"Sweep folder: {folder.path}")
     # The first worker of a journal study draws with the sweep's own seed (a rerun draws the

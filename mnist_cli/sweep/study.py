@@ -43,10 +43,11 @@ def require_optuna() -> Any:
     return optuna
 
 
-def open_storage(folder: SweepFolder, url: str | None) -> Any:
+def open_storage(folder: SweepFolder | None, url: str | None) -> Any:
     """The study's storage: the database at `url`, else the folder's journal file."""
     optuna = require_optuna()
     if url is None:
+        assert folder is not None, "a journal storage lives in a sweep folder"
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(folder.journal)))
