@@ -81,12 +81,15 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         engines.check_resumable(checkpoint)
     engines.prepare_process(engine, backend)  # before anything compiles
     runtime.seed_everything(config.seed)
+    devices = runtime.use_devices(config.runtime.devices)  # before the model is built
 
     # The data, then the model: both before the run directory, so that a config error
     # found there (a batch larger than the data, an initializer's arguments) leaves no
     # empty run behind.
     data = prepare(config)
     check_batch_size(config, data)
+    engines.check_data_parallel(engine, devices["count"], config.train.batch_size,
+                                len(data.y_train), len(data.y_val))
     from mnist_cli.model import build_model, compile_model
 
     model = compile_model(build_model(config), config)
@@ -137,7 +140,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         # The artifacts, metrics.json last.
         early_stopping.finish()
         return _finish(run, config, data, model, history, early_stopping, engine,
-                       train_seconds, checkpointer, echo, events.stopped_by)
+                       train_seconds, checkpointer, echo, events.stopped_by, devices)
     except KeyboardInterrupt:
         saved = checkpointer.last_saved if checkpointer is not None else None
         raise _interrupted(run, saved or on_disk, config) from None
@@ -189,7 +192,7 @@ def _interrupted(run: RunDir, saved: tuple[int, int] | None, config: Config) -> 
 def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history: History,
             early_stopping: EarlyStopping, engine: str, train_seconds: float,
             checkpointer: Checkpointer, echo: Callable[[str], None],
-            stopped_by: str | None) -> TrainResult:
+            stopped_by: str | None, devices: dict[str, Any]) -> TrainResult:
     """Write the model, the figures and, last, metrics.json, which marks the run finished.
     `stopped_by` names the observer that ended training before its last epoch, if one did."""
     save_with(run.model, model.save)
@@ -207,6 +210,7 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
         "num_validation": int(len(data.y_val)),
         "seed": config.seed,
         "engine": engine,
+        "devices": devices,
         "peak_memory_mib": _peak_memory_mib(),
         "data_source": data.source,
         "versions": _versions(),

@@ -30,6 +30,12 @@ Two exact shortcuts for the first Dense layer, which reads the inputs:
   variables. Preparing it costs more than one epoch saves, so a one-epoch run does without
   (`DEAD_COLUMNS_MIN_EPOCHS`).
 
+Data parallel (`runtime.devices` > 1): the state and the data are replicated on every
+device and each epoch's order is split along the batch axis (`jax.sharding`), so every
+step's batch is cut into one equal part per device; XLA partitions the compiled epoch
+accordingly and sums the gradients across the devices. The padding rows of the last batch
+keep every part the same size.
+
 `enable_compile_cache` turns on JAX's persistent compilation cache, so a second run of
 the same config reads the compiled epoch from disk instead of compiling it again.
 
@@ -47,6 +53,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from mnist_cli import runtime
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
 from mnist_cli.keras_compat import is_plain_dense
@@ -175,13 +182,26 @@ class JaxEpochs:
                 optimizer_values[position] = np.take(optimizer_values[position], self.live,
                                                      axis=0)
         non_trainable = [variable.value for variable in model.non_trainable_variables]
+        # Where the arrays live: one device, or replicated on each data parallel device
+        # with each batch split across them.
+        devices = runtime.data_parallel_devices()
+        if devices is None:
+            replicated = self.batch_split = None
+        else:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            mesh = Mesh(np.array(devices), ("batch",))
+            replicated = NamedSharding(mesh, PartitionSpec())
+            self.batch_split = NamedSharding(mesh, PartitionSpec(None, "batch"))
         # NumPy arrays go to the device with `device_put`: converting dtypes or slicing on
         # the device would compile one small program each.
-        self.state = (jax.device_put(trainable), non_trainable, jax.device_put(optimizer_values))
+        self.state = (jax.device_put(trainable, replicated),
+                      jax.device_put(non_trainable, replicated),
+                      jax.device_put(optimizer_values, replicated))
         host = {
             "pixels": pixels,
             "labels": np.asarray(data.y_train, dtype=np.int32),
-            "row_weights": batches.row_weights(),
+            "row_weights": None,
             "table": encoded.table,
             "validation_pixels": None,
             "validation_labels": None,
@@ -194,7 +214,8 @@ class JaxEpochs:
             host["validation_pixels"] = validation.values
             host["validation_labels"] = np.asarray(data.y_val, dtype=np.int32)
             host["validation_table"] = validation.table
-        self.device = jax.device_put(host)
+        self.device = jax.device_put(host, replicated)
+        self.device["row_weights"] = jax.device_put(batches.row_weights(), self.batch_split)
         self._epoch = jax.jit(self._epoch_program)
 
     @staticmethod
@@ -314,6 +335,8 @@ class JaxEpochs:
     # ---------------------------------------------------------------- the engine protocol
 
     def run_epoch(self, order: np.ndarray) -> dict[str, float]:
+        if self.batch_split is not None:
+            order = jax.device_put(order, self.batch_split)
         self.state, metrics = self._epoch(self.state, order, self.device)
         return epoch_logs(metrics)  # waits for the epoch: one transfer of 2-4 numbers
 
