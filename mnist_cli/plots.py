@@ -275,7 +275,8 @@ def sweep_figure(trials: Sequence[tuple[int, str, float | None, Any, dict[str, A
     rows = -(-(1 + len(scales)) // columns)
     figure = Figure(figsize=(4.6 * columns, 3.6 * rows), layout="constrained")
     axes_grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
-    styles = {"COMPLETE": ("o", "tab:blue", "complete"), "PRUNED": ("x", "tab:red", "pruned"),
+    styles = {"COMPLETE": ("o", "tab:blue", "complete"),
+              "PRUNED": ("x", "tab:red", "pruned (at its last epoch)"),
               "RUNNING": (".", "tab:grey", "running")}
 
     timeline = axes_grid[0]
@@ -294,8 +295,11 @@ def sweep_figure(trials: Sequence[tuple[int, str, float | None, Any, dict[str, A
         for trial in complete:
             value = trial[2]
             best.append(value if not best else (max if maximize else min)(best[-1], value))
-        timeline.step([(trial[3] - start).total_seconds() / 60 for trial in complete], best,
-                      where="post", color="tab:green", label="best so far")
+        # The line runs on to the last trial: the best stays the best until then.
+        xs = [(trial[3] - start).total_seconds() / 60 for trial in complete]
+        xs.append(max((when - start).total_seconds() / 60 for when in times))
+        timeline.step(xs, [*best, best[-1]], where="post", color="tab:green",
+                      label="best so far")
     timeline.set_xlabel("minutes since the first trial")
     timeline.set_ylabel(metric)
     timeline.set_title("Trials over time")

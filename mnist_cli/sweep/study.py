@@ -104,7 +104,7 @@ def make_pruner(sweep: SavedSweep) -> Any:
         return optuna.pruners.NopPruner()
     if pruning.method == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=pruning.startup_trials,
-                                           n_warmup_steps=pruning.warmup_epochs)
+                                           n_warmup_steps=pruning.warmup_epochs + 1)
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=pruning.min_epochs,
                                                   reduction_factor=pruning.reduction_factor)
 
