@@ -22,3 +22,6 @@ MONITORED_METRICS = ("val_loss", "val_accuracy", "loss", "accuracy")
 ERROR_SORT_KEYS = ("index", "confidence")  # `mnist show-errors --sort`
 RUN_SORT_KEYS = ("date", "accuracy")  # `mnist runs --sort`
 EXPORT_FORMATS = ("onnx", "saved_model", "litert")  # `mnist export --format`
+SWEEP_SAMPLERS = ("grid", "random", "tpe")  # `mnist sweep`: how the next trial is chosen
+SWEEP_PRUNERS = ("none", "median", "successive_halving")
+SWEEP_METRICS = ("val_accuracy", "val_loss")  # never a test-set metric: that would be tuning on it

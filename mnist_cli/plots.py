@@ -262,3 +262,80 @@ def require_png(path: str | Path, option: str) -> Path:
     if path.suffix.lower() != ".png":
         raise UsageError(f"{option} {path}: the picture is a PNG; give a file name ending in .png")
     return path
+
+
+def sweep_figure(trials: Sequence[tuple[int, str, float | None, Any, dict[str, Any]]],
+                 scales: dict[str, Any], metric: str, title: str) -> Figure:
+    """A sweep at a glance: the metric of each trial over time (with the best so far), then
+    the metric against each searched parameter. `trials`: (number, state, value, finish
+    time, params); `scales`: each parameter's `True` for a log axis, else its kind
+    ('choices' draws its values as categories)."""
+    maximize = not metric.endswith("loss")
+    shown = [trial for trial in trials if trial[2] is not None]
+    columns = min(3, 1 + len(scales))
+    rows = -(-(1 + len(scales)) // columns)
+    figure = Figure(figsize=(4.6 * columns, 3.6 * rows), layout="constrained")
+    axes_grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    styles = {"COMPLETE": ("o", "tab:blue", "complete"),
+              "PRUNED": ("x", "tab:red", "pruned (at its last epoch)"),
+              "RUNNING": (".", "tab:grey", "running")}
+
+    timeline = axes_grid[0]
+    times = [trial[3] for trial in shown if trial[3] is not None]
+    start = min(times) if times else None
+    for state, (marker, colour, label) in styles.items():
+        points = [((trial[3] - start).total_seconds() / 60, trial[2]) for trial in shown
+                  if trial[1] == state and trial[3] is not None]
+        if points:
+            xs, ys = zip(*points)
+            timeline.scatter(xs, ys, marker=marker, color=colour, label=label, s=28)
+    complete = sorted((trial for trial in shown if trial[1] == "COMPLETE" and trial[3]),
+                      key=lambda trial: trial[3])
+    if complete:
+        best: list[float] = []
+        for trial in complete:
+            value = trial[2]
+            best.append(value if not best else (max if maximize else min)(best[-1], value))
+        # The line runs on to the last trial: the best stays the best until then.
+        xs = [(trial[3] - start).total_seconds() / 60 for trial in complete]
+        xs.append(max((when - start).total_seconds() / 60 for when in times))
+        timeline.step(xs, [*best, best[-1]], where="post", color="tab:green",
+                      label="best so far")
+    timeline.set_xlabel("minutes since the first trial")
+    timeline.set_ylabel(metric)
+    timeline.set_title("Trials over time")
+    timeline.grid(alpha=0.3)
+    if timeline.get_legend_handles_labels()[0]:
+        timeline.legend(fontsize=8)
+
+    # Numbers among the choices are drawn on a number axis (in order), other choices as
+    # categories.
+    numeric = {key: all(isinstance(trial[4].get(key), (int, float))
+                        and not isinstance(trial[4].get(key), bool)
+                        for trial in shown if key in trial[4]) for key in scales}
+    for axes, (key, scale) in zip(axes_grid[1:], scales.items()):
+        for state, (marker, colour, label) in styles.items():
+            points = [(trial[4].get(key), trial[2]) for trial in shown
+                      if trial[1] == state and key in trial[4]]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            if scale == "choices" and not numeric[key]:
+                xs = [str(value) for value in xs]
+            axes.scatter(xs, ys, marker=marker, color=colour, label=label, s=28)
+        if scale is True or (scale == "choices" and numeric[key] and _spans_decades(
+                [trial[4][key] for trial in shown if key in trial[4]])):
+            axes.set_xscale("log")
+        axes.set_xlabel(key)
+        axes.set_ylabel(metric)
+        axes.set_title(f"{metric} against {key}")
+        axes.grid(alpha=0.3)
+    for axes in axes_grid[1 + len(scales):]:
+        axes.set_visible(False)
+    figure.suptitle(title)
+    return figure
+
+
+def _spans_decades(values: Sequence[float]) -> bool:
+    """Whether positive values span enough orders of magnitude to want a log axis."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= 20

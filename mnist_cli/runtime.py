@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 from mnist_cli.choices import BACKEND_CHOICES, BACKENDS
 from mnist_cli.errors import ConfigError
@@ -187,6 +188,48 @@ def seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
+
+
+def use_devices(requested: int | str) -> dict[str, Any]:
+    """Train on `requested` devices (`runtime.devices`: a number or 'all'), each batch split
+    across them: Keras's `DataParallel` distribution on JAX, which `model.fit` follows and
+    the fast engine reads (`data_parallel_devices`). Returns what metrics.json records:
+    the count and the devices' platform. Call after `start()`, before the model is built
+    (its variables are then placed on every device)."""
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend != "jax":
+        if requested != 1:
+            raise ConfigError(
+                f"runtime.devices: data parallel training runs on the JAX backend, not on "
+                f"{backend}; use --backend jax or runtime.devices: 1")
+        return {"count": 1}
+    import jax
+    import keras
+
+    available = jax.devices()
+    count = len(available) if requested == "all" else int(requested)
+    if count > len(available):
+        raise ConfigError(
+            f"runtime.devices: {count} devices asked for, but JAX sees {len(available)} "
+            f"({available[0].platform}); on a CPU, XLA_FLAGS="
+            f"--xla_force_host_platform_device_count={count} set before starting makes {count}")
+    chosen = available[:count]
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=chosen) if count > 1 else None)
+    return {"count": count, "platform": chosen[0].platform}
+
+
+def data_parallel_devices() -> list[Any] | None:
+    """The devices of the current data parallel distribution (`use_devices`), or None when
+    training runs on one device."""
+    if os.environ.get("KERAS_BACKEND") != "jax":
+        return None
+    import keras
+
+    distribution = keras.distribution.distribution()
+    if not isinstance(distribution, keras.distribution.DataParallel):
+        return None
+    return list(distribution.device_mesh.devices.ravel())
 
 
 def keep_tensorflow_unloaded() -> None:

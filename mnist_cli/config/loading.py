@@ -135,16 +135,39 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
-    target = data
-    for part in parts[:-1]:
+    """Set `value` at the dotted key `parts` of `data`, making missing sections; a number
+    after a list's key is a position in it (`model.layers.1=300`: the first hidden layer)."""
+    target: Any = data
+    for position, part in enumerate(parts):
+        last = position == len(parts) - 1
+        if isinstance(target, list):
+            index = _list_index(target, part, parts)
+            if last:
+                target[index] = value
+                return
+            target = target[index]
+            continue
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: {parts[position - 1]} is not a section")
+        if last:
+            target[part] = value
+            return
         child = target.get(part)
         if child is None:
             child = {}
             target[part] = child
-        if not isinstance(child, dict):
+        if not isinstance(child, (dict, list)):
             raise ConfigError(f"--set {'.'.join(parts)}: {part} is not a section")
         target = child
-    target[parts[-1]] = value
+
+
+def _list_index(items: list, part: str, parts: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(
+            f"--set {'.'.join(parts)}: {part!r} is not a position in a list of {len(items)} "
+            f"items (0 to {len(items) - 1})"
+        )
+    return int(part)
 
 
 def build_config(data: dict[str, Any], source: str = "config",

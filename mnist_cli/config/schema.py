@@ -313,6 +313,18 @@ class RuntimeConfig(_Strict):
     )
     deterministic: bool = Field(
         default=False, description="The backend's deterministic kernels (slower on a GPU).")
+    devices: Literal["all"] | Annotated[int, Field(ge=1)] = Field(
+        default=1,
+        description="Devices to train on, each batch split across them (data parallel, JAX "
+        "backend): a number, or 'all'.",
+    )
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices_not_true_false(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number of devices or 'all', not true/false")
+        return value
 
 
 class OutputConfig(_Strict):

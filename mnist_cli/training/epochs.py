@@ -2,14 +2,15 @@
 that own each piece of per-epoch state, in a fixed order: the history row, the progress
 line, early stopping, the TensorBoard log (when there is one; before the checkpoint, so that
 a resume's `purge_step` drops the events of an epoch whose checkpoint never landed), then
-the checkpoint (which asks each of them for its state), then the Ctrl-C check. Nothing here
-keeps state of its own.
+the checkpoint (which asks each of them for its state), then the observers a caller passed
+in (a sweep's pruning), then the Ctrl-C check. Nothing here keeps state of its own but which
+observer, if any, asked to stop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from mnist_cli.training import interrupt
 from mnist_cli.training.checkpoints import Checkpointer
@@ -19,16 +20,31 @@ from mnist_cli.training.progress import Progress
 from mnist_cli.training.tensorboard import TensorBoardLog
 
 
+class EpochObserver(Protocol):
+    """Something outside training that watches each finished epoch and may end the run
+    there (a sweep's pruner). It is told after the checkpoint is saved, so stopping loses
+    nothing; the run then finishes as an early-stopped one, its `metrics.json` saying
+    `stopped_by: <stop_reason>`."""
+
+    stop_reason: str
+
+    def epoch_ended(self, row: Mapping[str, Any]) -> bool:
+        """Epoch `row["epoch"]` (1-based) is saved with its history row; True: stop now."""
+
+
 class EpochEvents:
     def __init__(self, model: Any, history: History, progress: Progress,
                  early_stopping: EarlyStopping, checkpointer: Checkpointer,
-                 tensorboard: TensorBoardLog | None = None) -> None:
+                 tensorboard: TensorBoardLog | None = None,
+                 observers: Sequence[EpochObserver] = ()) -> None:
         self.model = model
         self.history = history
         self.progress = progress
         self.early_stopping = early_stopping
         self.checkpointer = checkpointer
         self.tensorboard = tensorboard
+        self.observers = list(observers)
+        self.stopped_by: str | None = None  # the stop_reason of the observer that stopped it
 
     def epoch_started(self, epoch: int) -> None:
         self.progress.epoch_started(epoch)
@@ -42,7 +58,10 @@ class EpochEvents:
         if self.tensorboard is not None:
             self.tensorboard.epoch_ended(row)
         self.checkpointer.save_epoch(epoch)
-        return stop or interrupt.stop_requested()
+        for observer in self.observers:
+            if observer.epoch_ended(row) and self.stopped_by is None:
+                self.stopped_by = observer.stop_reason
+        return stop or self.stopped_by is not None or interrupt.stop_requested()
 
     def batch_ended(self, epoch: int, batches_done: int, batches: int) -> None:
         self.progress.batch_ended(epoch, batches_done, batches)

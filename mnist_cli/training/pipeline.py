@@ -16,7 +16,7 @@ import contextlib
 import platform
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +43,8 @@ from mnist_cli.training.checkpoints import (
     data_fingerprint,
 )
 from mnist_cli.training.early_stopping import EarlyStopping
-from mnist_cli.training.engines.contract import (
-    EngineJob,
-    PartialEpoch,
-)
-from mnist_cli.training.epochs import EpochEvents
+from mnist_cli.training.engines.contract import EngineJob, PartialEpoch
+from mnist_cli.training.epochs import EpochEvents, EpochObserver
 from mnist_cli.training.history import History
 from mnist_cli.training.progress import Progress
 from mnist_cli.training.tensorboard import TensorBoardLog, tensorboard_log
@@ -61,7 +58,8 @@ class TrainResult:
 
 
 def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: bool = False,
-          resume: ResumePoint | None = None, verbose: bool = False) -> TrainResult:
+          resume: ResumePoint | None = None, verbose: bool = False,
+          observers: Sequence[EpochObserver] = ()) -> TrainResult:
     """Train `config` into a new run directory and return its path and test metrics.
 
     With `resume` (from `checkpoints.find_resume_point`), continue that stopped run instead,
@@ -69,7 +67,8 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     epoch ended); `config` is then the run's own config.yaml. `progress_bar` draws a bar
     with the time left in each epoch where the engine reports its batches (for a terminal,
     `terminal.ProgressBar`); every completed epoch's line goes to `echo`.
-    `verbose` shows the backend's native log messages.
+    `verbose` shows the backend's native log messages. `observers` are told of every saved
+    epoch and may end the run there (`epochs.EpochObserver`: a sweep's pruner).
 
     Ctrl-C stops training at the next batch or epoch end, and raises `Interrupted` (exit 130)
     with the resume command once the checkpoint is saved; a second Ctrl-C, or one after
@@ -85,11 +84,14 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         engines.check_resumable(checkpoint)
     engines.prepare_process(engine, backend)  # before anything compiles
     runtime.seed_everything(config.seed)
+    devices = runtime.use_devices(config.runtime.devices)  # before the model is built
 
     # The data, then the model: both before the run directory, so that a config error
     # found there (a batch larger than the data, an initializer's arguments) leaves no
     # empty run behind.
     data, config = plan.prepare_for_training(config)
+    engines.check_data_parallel(engine, devices["count"], config.train.batch_size,
+                                len(data.y_train), len(data.y_val))
     from mnist_cli.model import build_model, compile_model
 
     model = compile_model(build_model(config), config)
@@ -119,10 +121,10 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
         tensorboard = tensorboard_log(resolved, run.path, model, data.x_train, data.y_train,
                                       initial_epoch, echo)
+        events = EpochEvents(model, history, progress, early_stopping, checkpointer,
+                             tensorboard, observers)
         job = EngineJob(
-            model=model, config=config, data=data,
-            events=EpochEvents(model, history, progress, early_stopping, checkpointer,
-                               tensorboard),
+            model=model, config=config, data=data, events=events,
             initial_epoch=initial_epoch,
             partial=_partial_epoch(checkpoint, checkpointer),
         )
@@ -136,14 +138,16 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
             if checkpoint is None or not checkpoint.training_done(config):
                 engines.run(engine, backend, job)
             train_seconds = checkpointer.train_seconds()
-        finished = len(history) >= config.train.epochs or early_stopping.stopped_early
+        finished = (len(history) >= config.train.epochs or early_stopping.stopped_early
+                    or events.stopped_by is not None)
         if interrupt.stop_requested() and not finished:
             raise _interrupted(run, checkpointer.last_saved, config)
 
         # The artifacts, metrics.json last.
         early_stopping.finish()
         return _finish(run, config, data, model, history, early_stopping, engine,
-                       train_seconds, checkpointer, tensorboard, echo)
+                       train_seconds, checkpointer, tensorboard, echo, events.stopped_by,
+                       devices)
     except KeyboardInterrupt:
         saved = checkpointer.last_saved if checkpointer is not None else None
         raise _interrupted(run, saved or on_disk, config) from None
@@ -199,8 +203,10 @@ def _interrupted(run: RunDir, saved: tuple[int, int] | None, config: Config) -> 
 def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history: History,
             early_stopping: EarlyStopping, engine: str, train_seconds: float,
             checkpointer: Checkpointer, tensorboard: TensorBoardLog | None,
-            echo: Callable[[str], None]) -> TrainResult:
-    """Write the model, the figures and, last, metrics.json, which marks the run finished."""
+            echo: Callable[[str], None], stopped_by: str | None,
+            devices: dict[str, Any]) -> TrainResult:
+    """Write the model, the figures and, last, metrics.json, which marks the run finished.
+    `stopped_by` names the observer that ended training before its last epoch, if one did."""
     save_with(run.model, model.save)
     metrics, outputs = artifacts.test_metrics(model, config.train.loss, data.x_test, data.y_test)
     epochs_run = len(history)
@@ -211,6 +217,7 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
         if train_seconds > 0 else None,
         "epochs_completed": epochs_run,
         "stopped_early": early_stopping.stopped_early,
+        "stopped_by": stopped_by,
         "best_epoch": early_stopping.best_epoch,
         "num_train": int(len(data.y_train)),
         "num_validation": int(len(data.y_val)),
@@ -218,6 +225,7 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
         "test_fraction": config.data.test_fraction if config.data.split == "pooled" else None,
         "seed": config.seed,
         "engine": engine,
+        "devices": devices,
         "peak_memory_mib": _peak_memory_mib(),
         "data_source": data.source,
         "versions": _versions(),

@@ -56,6 +56,25 @@ def check_resumable(checkpoint: Checkpoint | None) -> None:
         )
 
 
+def check_data_parallel(engine: str, devices: int, batch_size: int, train_count: int,
+                        validation_count: int) -> None:
+    """Data parallel training splits every batch into `devices` equal parts. The fast
+    engine pads its last batch to a full one, so only the batch size must divide; `fit`
+    also trains and validates on the short last batches, which must divide too."""
+    if devices == 1:
+        return
+    sizes = {"train.batch_size": batch_size}
+    if engine == "fit":
+        sizes["the last training batch"] = train_count % batch_size
+        sizes["the last validation batch"] = validation_count % batch_size
+    for what, size in sizes.items():
+        if size % devices:
+            raise ConfigError(
+                f"runtime.devices: {devices} devices split every batch in {devices} equal "
+                f"parts, but {what} has {size} samples; choose a batch size (and, with the "
+                f"fit engine, data sizes) that {devices} divides, or --engine fast")
+
+
 def stops_inside_epochs(engine: str) -> bool:
     """Whether Ctrl-C stops `engine` after the current batch (fit) rather than at the end
     of the current epoch (fast: an epoch is one compiled program)."""

@@ -30,6 +30,12 @@ Two exact shortcuts for the first Dense layer, which reads the inputs:
   variables. Preparing it costs more than one epoch saves, so a one-epoch run does without
   (`DEAD_COLUMNS_MIN_EPOCHS`).
 
+Data parallel (`runtime.devices` > 1): the state and the data are replicated on every
+device and each epoch's order is split along the batch axis (`jax.sharding`), so every
+step's batch is cut into one equal part per device; XLA partitions the compiled epoch
+accordingly and sums the gradients across the devices. The padding rows of the last batch
+keep every part the same size.
+
 `enable_compile_cache` turns on JAX's persistent compilation cache, so a second run of
 the same config reads the compiled epoch from disk instead of compiling it again.
 
@@ -48,6 +54,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from mnist_cli import runtime
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
 from mnist_cli.keras_compat import is_plain_dense
@@ -182,13 +189,26 @@ class JaxEpochs:
                 optimizer_values[position] = np.take(optimizer_values[position], self.live,
                                                      axis=0)
         non_trainable = [variable.value for variable in model.non_trainable_variables]
+        # Where the arrays live: one device, or replicated on each data parallel device
+        # with each batch split across them.
+        devices = runtime.data_parallel_devices()
+        if devices is None:
+            replicated = self.batch_split = None
+        else:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            mesh = Mesh(np.array(devices), ("batch",))
+            replicated = NamedSharding(mesh, PartitionSpec())
+            self.batch_split = NamedSharding(mesh, PartitionSpec(None, "batch"))
         # NumPy arrays go to the device with `device_put`: converting dtypes or slicing on
         # the device would compile one small program each.
-        self.state = (jax.device_put(trainable), non_trainable, jax.device_put(optimizer_values))
+        self.state = (jax.device_put(trainable, replicated),
+                      jax.device_put(non_trainable, replicated),
+                      jax.device_put(optimizer_values, replicated))
         host = {
             "pixels": pixels,
             "labels": np.asarray(data.y_train, dtype=np.int32),
-            "row_weights": batches.row_weights(),
+            "row_weights": None,
             "table": encoded.table,
             "validation_pixels": None,
             "validation_labels": None,
@@ -201,7 +221,8 @@ class JaxEpochs:
             host["validation_pixels"] = validation.values
             host["validation_labels"] = np.asarray(data.y_val, dtype=np.int32)
             host["validation_table"] = validation.table
-        self.device = jax.device_put(host)
+        self.device = jax.device_put(host, replicated)
+        self.device["row_weights"] = jax.device_put(batches.row_weights(), self.batch_split)
         self._epoch = jax.jit(self._epoch_program)
         self._piece = jax.jit(self._piece_program)
         self._metrics = jax.jit(self._metrics_program, static_argnums=1)
@@ -338,18 +359,24 @@ class JaxEpochs:
                   on_batches: Callable[[int, int], None] | None = None) -> dict[str, float]:
         total = order.shape[0]
         if total <= self.piece_batches:
-            self.state, metrics = self._epoch(self.state, order, self.device)
+            self.state, metrics = self._epoch(self.state, self._split(order), self.device)
             return epoch_logs(metrics)  # waits for the epoch: one transfer of 2-4 numbers
         carry = (*self.state, jnp.float32(0), jnp.float32(0))
         weights = self.batches.row_weights()
         for start in range(0, total, self.piece_batches):
             end = min(total, start + self.piece_batches)
-            carry = self._piece(carry, order[start:end], weights[start:end], self.device)
+            carry = self._piece(carry, self._split(order[start:end]),
+                                self._split(weights[start:end]), self.device)
             if on_batches is not None:
                 jax.block_until_ready(carry[3])
                 on_batches(end, total)
         self.state, metrics = self._metrics(carry, self.batches.rows_in(order), self.device)
         return epoch_logs(metrics)
+
+    def _split(self, batches: np.ndarray) -> Any:
+        """Batches as they go to the device: split across the devices when there are several."""
+        return batches if self.batch_split is None else jax.device_put(batches,
+                                                                       self.batch_split)
 
     def write_back(self) -> None:
         trainable, non_trainable, optimizer_values = (list(part) for part in self.state)
