@@ -37,7 +37,9 @@ class Tensor:
     dtype: str
 
     def shape_text(self) -> str:
-        return "(" + ", ".join("batch" if size in (None, -1) else str(size)
+        """`(batch, 28, 28)`: a free size (None, -1, or a converter's name for it such as
+        `unk__36`) is the batch, the only one an exported model has."""
+        return "(" + ", ".join(str(size) if isinstance(size, int) and size >= 0 else "batch"
                                for size in self.shape) + ")"
 
 
