@@ -238,3 +238,10 @@ def test_every_command_works_on_a_pooled_unshuffled_run_without_validation(
     comparison = runner.invoke(cli, ["compare", str(run_dir), "--out",
                                      str(tmp_path / "curves.png")])
     assert comparison.exit_code == 0 and (tmp_path / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("engine", ["fit", "fast"])
+def test_unflattened_images_train_through_a_flatten_layer(tmp_path, mnist_path, engine):
+    run_dir = train(tmp_path, mnist_path, f"images-{engine}", data={"flatten": False},
+                    train={"epochs": 1, "engine": engine})
+    assert metrics(run_dir)["test_accuracy"] > 0.5

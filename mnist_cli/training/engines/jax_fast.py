@@ -44,6 +44,7 @@ Import this module only after `runtime.start()` chose JAX.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -162,6 +163,8 @@ class JaxEpochs:
         self.loss = per_sample_loss(config.train)
         self.has_validation = len(data.y_val) > 0
         self.layer_slices = self._layer_slices(model)
+        self.takes_training = ["training" in inspect.signature(layer.call).parameters
+                               for layer in model.layers]
         first = model.layers[0]
         self.first_dense = first if is_plain_dense(first) else None
 
@@ -295,8 +298,9 @@ class JaxEpochs:
                 if layer.activation is not None:
                     outputs = layer.activation(outputs)
             else:
-                outputs, state = layer.stateless_call(weights, state, outputs,
-                                                      training=training)
+                # Only layers whose call takes `training` get it (Flatten's does not).
+                options = {"training": training} if self.takes_training[index] else {}
+                outputs, state = layer.stateless_call(weights, state, outputs, **options)
             updated.extend(state)
         return outputs, updated
 
