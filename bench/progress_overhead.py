@@ -32,23 +32,16 @@ def train_once(mode: str, epochs: int, train: int) -> dict:
         jax_fast.PIECE_MULTIPLY_ADDS = float("inf")
     with tempfile.TemporaryDirectory() as output:
         config = Config.model_validate({
-            "name": f"overhead-{mode}", "data": {"subset": {"train": train},
-                                                 "validation_split": 0},
-            "model": {"layers": LAYERS}, "train": {"epochs": epochs, "batch_size": 300,
-                                                   "engine": "fast", "tensorboard": False}
-            if "tensorboard" in _train_keys() else {"epochs": epochs, "batch_size": 300,
-                                                    "engine": "fast"},
+            "name": f"overhead-{mode}",
+            "data": {"subset": {"train": train}, "validation_split": 0},
+            "model": {"layers": LAYERS},
+            "train": {"epochs": epochs, "batch_size": 300, "engine": "fast",
+                      "tensorboard": False},
             "output": {"root": output}, "runtime": {"backend": "jax"}})
         result = run_training(config, echo=lambda line: None)
     seconds = [row["seconds"] for row in result.history]
     return {"mode": mode, "epoch_seconds": seconds,
             "median_after_first": statistics.median(seconds[1:])}
-
-
-def _train_keys() -> set[str]:
-    from mnist_cli.config import TrainConfig
-
-    return set(TrainConfig.model_fields)
 
 
 def main() -> None:

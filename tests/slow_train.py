@@ -46,8 +46,8 @@ if EPOCH_DELAY:
 
     original_run_epoch = jax_fast.JaxEpochs.run_epoch
 
-    def slow_run_epoch(self, order):
-        logs = original_run_epoch(self, order)
+    def slow_run_epoch(self, order, *arguments):
+        logs = original_run_epoch(self, order, *arguments)
         time.sleep(EPOCH_DELAY)
         return logs
 
