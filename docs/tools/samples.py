@@ -6,8 +6,9 @@ Regenerate every sample output, `--help` text and picture of the docs with
 
 `help_text` needs nothing; `sample` trains the runs it shows once per cog process (the Keras
 recipe, the quickstart, Nielsen's network for 10 epochs) in a temporary folder laid out as
-a user's would be (`outputs/...`). Run names' timestamps become `<timestamp>` and durations
-`<time>`: everything else is what the commands printed on the real MNIST.
+a user's would be (`outputs/...`). Run folders are renamed `<name>-<timestamp>`, other
+timestamps and durations masked: everything else is what the commands printed on the real
+MNIST, so regenerating changes nothing unless the tool's output changed.
 """
 
 from __future__ import annotations
@@ -63,9 +64,13 @@ def _run(arguments: str) -> str:
 @functools.cache
 def trained(config: str, *options: str) -> str:
     """Train `configs/<config>.yaml` once; the run's folder relative to the workspace."""
+    before = set((_workspace() / "outputs").glob("*"))
     _run(f"train -c configs/{config}.yaml {' '.join(options)}")
-    runs = sorted((_workspace() / "outputs").glob(f"{config}-*"))
-    return str(runs[-1].relative_to(_workspace()))
+    (new,) = set((_workspace() / "outputs").glob("*")) - before
+    # A name without the real timestamp, so the pictures' titles are the same every time.
+    stable = new.with_name(f"{config}-<timestamp>")
+    new.rename(stable)
+    return str(stable.relative_to(_workspace()))
 
 
 def _masked(text: str) -> str:
