@@ -55,7 +55,7 @@ def open_storage(folder: SweepFolder | None, url: str | None) -> Any:
         return optuna.storages.RDBStorage(_with_driver(url))
     except Exception as error:  # SQLAlchemy's and the driver's errors, of many classes
         raise SweepStorageError(
-            f"cannot open the study storage {_without_password(url)}: "
+            f"cannot open the study storage {printable_url(url)}: "
             f"{describe_error(error, 300)}") from None
 
 
@@ -68,7 +68,7 @@ def _with_driver(url: str) -> str:
     return url
 
 
-def _without_password(url: str) -> str:
+def printable_url(url: str) -> str:
     """A database URL as it may be printed: user, host and database, never the password."""
     scheme, separator, rest = url.partition("://")
     credentials, at, place = rest.rpartition("@")
