@@ -356,8 +356,8 @@ def test_two_workers_share_one_postgresql_study(tmp_path, mnist_path, postgres_u
     assert all(by_folder.values()), outputs  # both workers ran trials
     numbers = sorted(number for runs in by_folder.values() for number in runs)
     assert numbers == [0, 1, 2, 3]
-    # Both print the whole study's table at the end.
-    assert all("4 complete" in output for output in outputs[-1:]), outputs
+    # The worker that finishes last prints the whole study: 4 complete trials.
+    assert any("4 complete trials" in output for output in outputs), outputs
 
 
 def test_seeds_reports_mean_and_standard_deviation(tmp_path, mnist_path):
