@@ -69,7 +69,8 @@ def core_slots(jobs: int) -> list[list[int] | None]:
 
 
 def _trial_environment(cores: list[int] | None, storage_url: str | None) -> dict[str, str]:
-    environment = dict(os.environ)
+    # Unbuffered: the trial's log shows each epoch as it ends (and keeps it on a kill -9).
+    environment = dict(os.environ, PYTHONUNBUFFERED="1")
     if storage_url is not None:
         environment[studies.STORAGE_VARIABLE] = storage_url
     if cores is not None:
