@@ -27,6 +27,7 @@ from mnist_cli.sweep.folder import SweepFolder
 from mnist_cli.sweep.schema import SavedSweep
 
 STORAGE_VARIABLE = "MNIST_SWEEP_STORAGE"  # how a trial process is given a --storage URL
+SCHEMA_ATTEMPTS = 5  # tries to open a database whose tables another worker is creating
 ORPHAN_SECONDS = 60.0  # a RUNNING trial never claimed by a worker after this long is stale
 
 
@@ -51,12 +52,22 @@ def open_storage(folder: SweepFolder | None, url: str | None) -> Any:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(folder.journal)))
-    try:
-        return optuna.storages.RDBStorage(_with_driver(url))
-    except Exception as error:  # SQLAlchemy's and the driver's errors, of many classes
-        raise SweepStorageError(
-            f"cannot open the study storage {_without_password(url)}: "
-            f"{describe_error(error, 300)}") from None
+    import sqlalchemy.exc
+
+    attempt = 0
+    while True:
+        try:
+            return optuna.storages.RDBStorage(_with_driver(url))
+        except Exception as error:  # SQLAlchemy's and the driver's errors, of many classes
+            # Workers started at once on an empty database all create Optuna's tables and
+            # all but one fail; once the tables exist, opening them works.
+            attempt += 1
+            if isinstance(error, sqlalchemy.exc.IntegrityError) and attempt < SCHEMA_ATTEMPTS:
+                time.sleep(0.5 * attempt)
+                continue
+            raise SweepStorageError(
+                f"cannot open the study storage {printable_url(url)}: "
+                f"{describe_error(error, 300)}") from None
 
 
 def _with_driver(url: str) -> str:
@@ -68,7 +79,7 @@ def _with_driver(url: str) -> str:
     return url
 
 
-def _without_password(url: str) -> str:
+def printable_url(url: str) -> str:
     """A database URL as it may be printed: user, host and database, never the password."""
     scheme, separator, rest = url.partition("://")
     credentials, at, place = rest.rpartition("@")

@@ -69,7 +69,8 @@ def core_slots(jobs: int) -> list[list[int] | None]:
 
 
 def _trial_environment(cores: list[int] | None, storage_url: str | None) -> dict[str, str]:
-    environment = dict(os.environ)
+    # Unbuffered: the trial's log shows each epoch as it ends (and keeps it on a kill -9).
+    environment = dict(os.environ, PYTHONUNBUFFERED="1")
     if storage_url is not None:
         environment[studies.STORAGE_VARIABLE] = storage_url
     if cores is not None:
@@ -175,7 +176,7 @@ class Worker:
             job.log.close()
 
     def _interrupted_message(self) -> str:
-        storage = (f" --storage {studies._without_password(self.storage_url)}"
+        storage = (f" --storage {studies.printable_url(self.storage_url)}"
                    if self.storage_url else "")
         return (f"Interrupted; the running trials saved their checkpoints in {self.folder.path}."
                 f"\nResume with: mnist sweep --resume {self.folder.path}{storage}")
@@ -193,8 +194,7 @@ class Worker:
         trial = self.study.ask()
         self._claim(trial.number)
         if not studies.within_quota(self.study, trial.number, self.wanted):
-            self.storage.set_trial_user_attr(self._trial_id(trial.number), "surplus", True)
-            self.study.tell(trial, state=_states().FAIL)
+            self._give_up(trial.number)
             return None
         params = {key: self._suggest(trial, key, parameter)
                   for key, parameter in self.sweep.space.items()}
@@ -230,14 +230,22 @@ class Worker:
                 if trial.user_attrs.get("sweep_folder", here) != here:
                     continue  # its run directory is in another folder: its own host resumes it
                 self._claim(trial.number)
-                if not studies.within_quota(self.study, trial.number, self.wanted):
-                    self.study.tell(trial.number, state=_states().FAIL)
+                # Beyond the sweep's number, or its worker died before it had all its
+                # parameters: give it up unrun (a new trial is asked for instead).
+                if (not studies.within_quota(self.study, trial.number, self.wanted)
+                        or set(trial.params) != set(self.sweep.space)):
+                    self._give_up(trial.number)
                     continue
                 if not self.folder.trial_config(trial.number).is_file():
                     self._write_trial_config(trial.number, trial.params)
                 self.echo(f"{trial_name(trial.number)}: its worker stopped; continuing it")
                 return trial.number
         return None
+
+    def _give_up(self, number: int) -> None:
+        """End a trial that was never trained; it counts for nothing and is not listed."""
+        self.storage.set_trial_user_attr(self._trial_id(number), "surplus", True)
+        self.study.tell(number, state=_states().FAIL, skip_if_finished=True)
 
     def _write_trial_config(self, number: int, params: dict[str, Any]) -> None:
         try:
