@@ -11,6 +11,7 @@ folder.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -226,14 +227,15 @@ def format_runs_table(runs: list[RunSummary]) -> str:
     return "\n".join(lines)
 
 
-def compare_runs(paths: list[str | Path], out: str | Path
+def compare_runs(paths: list[str | Path], out: str | Path,
+                 on_progress: Callable[[int, int], None] | None = None
                  ) -> tuple[list[RunSummary], list[Path]]:
     """Draw the learning curves of several runs into one PNG (atomically); return their
     summaries, in the order given, and the paths skipped.
 
     As `mnist runs` does, a folder without config.yaml is skipped (`outputs/*` may hold
     other things), and so is a run that has not recorded an epoch yet; with no run left to
-    draw, it is an error.
+    draw, it is an error. `on_progress(done, total)` hears of each run read.
     """
     from mnist_cli import plots
 
@@ -241,7 +243,9 @@ def compare_runs(paths: list[str | Path], out: str | Path
     histories = []
     summaries = []
     skipped = []
-    for path in paths:
+    for number, path in enumerate(paths, start=1):
+        if on_progress is not None:
+            on_progress(number, len(paths))
         run = RunDir(Path(path))
         if not run.config.is_file() or not run.history.is_file():
             skipped.append(run.path)

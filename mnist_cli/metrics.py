@@ -8,6 +8,7 @@ touches a model, and imports Keras inside.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,14 +27,18 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
     return np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
 
 
-def predict_probabilities(model: Any, features: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-    """The model's outputs for `features`, as float32 NumPy, in inference mode."""
+def predict_probabilities(model: Any, features: np.ndarray, batch_size: int = 2048,
+                          on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """The model's outputs for `features`, as float32 NumPy, in inference mode;
+    `on_progress(done, total)` after each chunk (for a progress bar)."""
     import keras
 
-    chunks = [
-        keras.ops.convert_to_numpy(model(features[start:start + batch_size], training=False))
-        for start in range(0, len(features), batch_size)
-    ]
+    chunks = []
+    for start in range(0, len(features), batch_size):
+        chunk = features[start:start + batch_size]
+        chunks.append(keras.ops.convert_to_numpy(model(chunk, training=False)))
+        if on_progress is not None:
+            on_progress(start + len(chunk), len(features))
     if not chunks:
         return np.zeros((0, NUM_CLASSES), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -75,6 +75,25 @@ def say_error(text: str) -> None:
             terminal.write(text + "\n")
 
 
+def progress_on_stderr(label: str, minimum: int = 20):
+    """A `(done, total)` callback drawing a bar on stderr for work of at least `minimum`
+    items, when stderr is a terminal (stdout keeps the command's results); else None. The
+    bar erases itself when the work is done."""
+    output = Output(err=True)
+    if not output.isatty():
+        return None
+    bar = ProgressBar(output)
+
+    def report(done: int, total: int) -> None:
+        if total < minimum:
+            return
+        bar.update(label, done, total)
+        if done >= total:
+            bar.clear()
+
+    return report
+
+
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)

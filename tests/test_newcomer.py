@@ -203,3 +203,26 @@ def test_mnist_help_shows_each_command_s_first_sentence_whole():
            "confusion matrix." in text
     commands = result.output.split("Commands:")[1]
     assert "..." not in commands.replace("PNG, JPEG, ...;", "")
+
+
+def test_the_progress_bar_counts_and_clears_itself():
+    from mnist_cli.terminal import ProgressBar
+
+    class Screen:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, text):
+            self.text += text
+
+    screen = Screen()
+    bar = ProgressBar(screen, refresh=1e9)
+    bar.start()
+    for done in (1, 3, 10):
+        bar.update("epoch 1/2", done, 10, " batches")
+    drawn = screen.text.split("\r")
+    assert "epoch 1/2 [##" in drawn[1] and "1/10 batches estimating" in drawn[1]
+    assert "3/10 batches" in drawn[2] and " left" in drawn[2]
+    assert "[" + "#" * ProgressBar.WIDTH + "] 10/10" in drawn[3]
+    bar.clear()
+    assert screen.text.endswith("\r\033[K")

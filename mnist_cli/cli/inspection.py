@@ -7,6 +7,7 @@ import click
 
 from mnist_cli import choices
 from mnist_cli.cli.group import RunPath, cli
+from mnist_cli.terminal import progress_on_stderr
 
 _BACKEND_OPTION = click.option(
     "--backend", type=click.Choice(choices.BACKENDS),
@@ -61,7 +62,8 @@ def evaluate(model_path, config_path, split, data_path, output_folder, predictio
     from mnist_cli.atomic_files import json_text
     from mnist_cli.inspection.evaluation import evaluate_model, format_evaluation
 
-    evaluation = evaluate_model(source, split, data_path, output_folder, predictions_path)
+    evaluation = evaluate_model(source, split, data_path, output_folder, predictions_path,
+                                progress_on_stderr("evaluating", minimum=20000))
     if as_json:
         click.echo(json_text(evaluation.report))
         return
@@ -163,7 +165,8 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
     source = _locate_and_start(model_path, config_path, backend)
     from mnist_cli.inspection.prediction import format_prediction, predict_images
 
-    results = predict_images(source, images, save_preprocessed)
+    results = predict_images(source, images, save_preprocessed,
+                             progress_on_stderr("reading images"))
     failures = [result for result in results if result.error is not None]
     if as_json:
         import json
@@ -297,7 +300,7 @@ def compare(run_dirs, out) -> None:
     """
     from mnist_cli.catalog import compare_runs, format_runs_table
 
-    summaries, skipped = compare_runs(list(run_dirs), out)
+    summaries, skipped = compare_runs(list(run_dirs), out, progress_on_stderr("reading runs"))
     click.echo(format_runs_table(summaries))
     if skipped:
         click.echo(f"(skipped, not a run with a recorded epoch: "

@@ -13,7 +13,13 @@ import numpy as np
 from mnist_cli.atomic_files import save_with, write_json_atomic, write_text_atomic
 from mnist_cli.errors import RunDirError
 from mnist_cli.inspection.misclassified import predictions_csv_text
-from mnist_cli.inspection.source import ModelSource, load_model, load_split, model_outputs
+from mnist_cli.inspection.source import (
+    ModelSource,
+    Progress,
+    load_model,
+    load_split,
+    model_outputs,
+)
 from mnist_cli.metrics import classification_metrics, loss_from_probabilities, per_class_report
 from mnist_cli.runs import read_json
 
@@ -43,7 +49,8 @@ def evaluation_file_names(split: str) -> tuple[str, str]:
 def evaluate_model(source: ModelSource, split: str = "test",
                    data_path: str | Path | None = None,
                    output_folder: str | Path | None = None,
-                   predictions_path: str | Path | None = None) -> Evaluation:
+                   predictions_path: str | Path | None = None,
+                   on_progress: Progress | None = None) -> Evaluation:
     """Recompute the loss, accuracy, per-class precision/recall/F1 and confusion matrix of
     a saved model, and write `evaluation.json` and `confusion_matrix.png` (atomically).
 
@@ -57,7 +64,7 @@ def evaluate_model(source: ModelSource, split: str = "test",
     model = load_model(source.model_path)
     data = load_split(source.config, split, data_path)
     outputs = model_outputs(model, data.features, source.model_path,
-                            f"the {split} data of {data.source}")
+                            f"the {split} data of {data.source}", on_progress)
     summary = classification_metrics(data.labels, outputs)
     report: dict[str, Any] = {
         "model": str(source.model_path),

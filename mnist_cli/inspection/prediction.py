@@ -13,7 +13,7 @@ import numpy as np
 
 from mnist_cli.atomic_files import save_with
 from mnist_cli.errors import ImageError
-from mnist_cli.inspection.source import ModelSource, load_model, model_outputs
+from mnist_cli.inspection.source import ModelSource, Progress, load_model, model_outputs
 from mnist_cli.metrics import TOP_COUNT, top_predictions
 from mnist_cli.plots import require_png
 
@@ -64,14 +64,16 @@ def _preprocessed_name(image: Path, taken: set[str]) -> str:
 
 
 def predict_images(source: ModelSource, image_paths: Sequence[str | Path],
-                   save_preprocessed: str | Path | None = None) -> list[ImagePrediction]:
+                   save_preprocessed: str | Path | None = None,
+                   on_progress: Progress | None = None) -> list[ImagePrediction]:
     """Classify image files with a run's model, preparing them as MNIST was made.
 
     Each image goes through `images.load_digit_image` (grey levels, polarity, crop, fit into
     20x20, centre of mass) and then the run's own `data.preprocess` (scaling, binarizing,
     flattening), exactly as the training data did. A file that cannot be read or holds no
     digit gets its `error` and the others are still classified; the images are all read
-    before the model is loaded, so a run of typos costs no Keras start-up.
+    before the model is loaded, so a run of typos costs no Keras start-up. `on_progress`
+    hears of each image read.
     """
     from mnist_cli.data import preprocess
     from mnist_cli.images import load_digit_image, save_digit_png
@@ -79,13 +81,14 @@ def predict_images(source: ModelSource, image_paths: Sequence[str | Path],
     results = [ImagePrediction(Path(path)) for path in image_paths]
     prepared: list[np.ndarray] = []
     readable: list[ImagePrediction] = []
-    for result in results:
+    for number, result in enumerate(results, start=1):
         try:
             prepared.append(load_digit_image(result.image))
+            readable.append(result)
         except ImageError as error:
             result.error = str(error)
-            continue
-        readable.append(result)
+        if on_progress is not None:
+            on_progress(number, len(results))
     if not readable:
         return results
     features = preprocess(np.stack(prepared), source.config.data)

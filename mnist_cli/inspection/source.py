@@ -10,7 +10,7 @@ that load or run a model, after the CLI started the runtime (`runtime.start`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,9 @@ from mnist_cli.config import NUM_CLASSES, Config, load_config
 from mnist_cli.errors import DataError, RunDirError, UsageError, describe_error
 from mnist_cli.metrics import predict_probabilities
 from mnist_cli.runs import CONFIG_FILE, MODEL_FILE, RunDir, open_run_dir
+
+# `(done, total)`, called as work advances: a command's progress bar.
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -184,10 +187,10 @@ def load_split(config: Config, split: str = "test", data_path: str | Path | None
 
 
 def model_outputs(model: Any, features: np.ndarray, model_path: Path,
-                  what: str = "the data") -> np.ndarray:
+                  what: str = "the data", on_progress: Progress | None = None) -> np.ndarray:
     """The model's probabilities for `features`, after checking that the shapes fit."""
     features = fit_to_model_input(model, features, model_path, what)
-    outputs = predict_probabilities(model, features)
+    outputs = predict_probabilities(model, features, on_progress=on_progress)
     if outputs.ndim != 2 or outputs.shape[1] != NUM_CLASSES:
         raise RunDirError(
             f"{model_path}: the model returns outputs of shape {outputs.shape[1:]}, "
