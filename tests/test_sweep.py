@@ -400,3 +400,12 @@ def test_bad_sweep_files_are_one_error_line(tmp_path, mnist_path, settings, mess
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()  # nothing made for a sweep that cannot run
+
+
+def test_grid_points_of_ranges_stay_inside_them():
+    from mnist_cli.sweep.schema import Parameter
+
+    assert Parameter(low=0.1, high=1.5, step=0.5).grid_values("k") == [0.1, 0.6, 1.1]
+    assert Parameter(low=0.0, high=0.3, step=0.1).grid_values("k") == [0.0, 0.1, 0.2, 0.3]
+    assert Parameter(low=2, high=10, step=4).grid_values("k") == [2, 6, 10]
+    assert Parameter(low=1, high=3).grid_values("k") == [1, 2, 3]

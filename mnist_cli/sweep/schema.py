@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -89,7 +90,8 @@ class Parameter(_Strict):
             step = int(self.step or 1)
             return list(range(int(self.low), int(self.high) + 1, step))
         if self.kind == "float" and self.step is not None:
-            count = int(round((self.high - self.low) / self.step)) + 1
+            # The steps that fit in the range (the tolerance keeps `high` when it is on one).
+            count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
             return [round(self.low + index * self.step, 12) for index in range(count)]
         raise ConfigError(
             f"space.{key}: a grid needs choices or a range with a step (a log range has no "
