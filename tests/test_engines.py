@@ -172,11 +172,14 @@ def _data_with_dead_columns(count: int = 600) -> SimpleNamespace:
 
 
 @on_jax
-@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
-def test_dropping_dead_columns_changes_nothing(monkeypatch, optimizer: str):
+@pytest.mark.parametrize(("optimizer", "clip_norm"), [
+    ("adam", None), ("sgd", None), ("rmsprop", None), ("adam", 0.05)])
+def test_dropping_dead_columns_changes_nothing(monkeypatch, optimizer: str,
+                                               clip_norm: float | None):
     """Training on the live columns only gives the weights, optimizer state and logs of
     training on all of them (to float rounding), and leaves the dead kernel rows and their
-    optimizer slots exactly as they were."""
+    optimizer slots exactly as they were; clipping by the global norm too (the dead rows'
+    zero gradients add nothing to the norm)."""
     from mnist_cli.model import build_model, compile_model
     from mnist_cli.runtime import seed_everything
     from mnist_cli.training.engines import jax_fast
@@ -186,7 +189,8 @@ def test_dropping_dead_columns_changes_nothing(monkeypatch, optimizer: str):
         "seed": 4, "data": {"binarize": True},
         "model": {"layers": [784, 24, 16, 10], "dropout": 0.1},
         "train": {"optimizer": optimizer, "momentum": 0.9 if optimizer != "adam" else 0.0,
-                  "learning_rate": 0.01, "batch_size": 50, "epochs": 3},
+                  "learning_rate": 0.01, "batch_size": 50, "epochs": 3,
+                  "clip_norm": clip_norm},
     })
     data = _data_with_dead_columns(610)  # 13 batches, the last one of 10 rows
     batches = Batches(len(data.y_train), config.train.batch_size)
@@ -299,6 +303,27 @@ def test_compile_cache_folder_and_a_cache_that_cannot_be_made(tmp_path, monkeypa
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("MNIST_CLI_JAX_CACHE", str(tmp_path / "a-file" / "cache"))
     assert jax_fast.enable_compile_cache() is None  # cannot be created: run uncached
+
+
+@on_jax
+@pytest.mark.parametrize("changes", [
+    {"train": {"optimizer": "adamw"}}, {"model": {"l2": 0.01}}, {"model": {"max_norm": 3.0}}])
+def test_dead_columns_are_kept_where_dropping_them_would_not_be_exact(changes: dict):
+    """Weight decay shrinks the dead rows, L2 gives them a gradient, max-norm counts them
+    in each column's norm: the JAX engine then trains on every column."""
+    from mnist_cli.model import build_model, compile_model
+    from mnist_cli.training.engines import jax_fast
+    from mnist_cli.training.engines.fast_common import Batches
+
+    data = _data_with_dead_columns(100)
+    for settings, dropped in (({}, True), (changes, False)):
+        config = Config.model_validate({
+            "data": {"binarize": True}, "model": {"layers": [784, 8, 10], **settings.get(
+                "model", {})}, "train": {"epochs": 2, **settings.get("train", {})}})
+        model = compile_model(build_model(config), config)
+        model.optimizer.build(model.trainable_variables)
+        program = jax_fast.JaxEpochs(model, config, data, Batches(100, 32))
+        assert (program.live is not None) == dropped
 
 
 def test_fast_engine_refuses_layers_it_would_train_differently():
