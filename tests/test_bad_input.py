@@ -211,7 +211,7 @@ CASES = [
     ("unknown key", _config("unknown.yaml", {"train": {"epoch": 3}}), 2,
      "train.epoch: unknown key"),
     ("misspelt optimizer", _config("optimizer.yaml", {"train": {"optimizer": "adma"}}), 2,
-     "train.optimizer: must be one of 'adam', 'sgd' or 'rmsprop'"),
+     "train.optimizer: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop'"),
     ("misspelt activation", _config("activation.yaml", {"model": {"hidden_activation": "rleu"}}),
      2, "model.hidden_activation: must be one of"),
     ("negative layer size", _config("layer.yaml", {"model": {"layers": [784, -16, 10]}}), 2,
