@@ -124,8 +124,8 @@ def per_sample_loss(train: TrainConfig):
     last batch is the mean over its real rows, as `model.fit`'s smaller last batch is), which
     is why they need the per-sample form: same clipping of probabilities in the
     cross-entropy, same mean over the outputs in `mse`, same half sum in `quadratic`, same
-    label smoothing. Regularization penalties are not in it: `fast_common.penalty` adds them
-    to the batch's mean, as Keras does.
+    label smoothing. Regularization penalties are not in it: `regularization_penalty` adds
+    them to the batch's mean, as Keras does.
     """
     if train.loss == "quadratic":
         return quadratic_cost
@@ -137,6 +137,17 @@ def per_sample_loss(train: TrainConfig):
         return functools.partial(keras.losses.categorical_crossentropy,
                                  label_smoothing=train.label_smoothing)
     return keras.losses.categorical_crossentropy
+
+
+def regularization_penalty(variables: list, values: list):
+    """The regularization terms Keras adds to a batch's mean data loss (`model.losses`): the
+    sum of each trainable variable's `regularizer` (L2 on a kernel) on its value in
+    `values`; 0.0 when no variable has one. The engines and the TensorBoard gradients that
+    compute the loss themselves add it: JAX passes the traced values, TensorFlow the
+    variables themselves, inside the gradient tape."""
+    terms = [variable.regularizer(value) for variable, value in zip(variables, values)
+             if variable.regularizer is not None]
+    return keras.ops.sum(keras.ops.stack(terms)) if terms else 0.0
 
 
 def compile_model(model: keras.Model, config: Config) -> keras.Model:

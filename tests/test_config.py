@@ -80,7 +80,8 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("train:\n  optimizer: adma\n", "train.optimizer: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop'"),
+    ("train:\n  optimizer: adma\n",
+     "train.optimizer: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop'"),
     ("trian:\n  epochs: 3\n", "trian: unknown key"),
     ("model:\n  layers: [784, 500, 11]\n", "end the stack with 10"),
     ("model:\n  layers: [100, 500, 10]\n", "start the stack with 784"),

@@ -11,8 +11,6 @@ does not depend on the backend lives here:
   BatchNormalization does not (it normalizes by the batch's moments): the engines call it
   with the row weights as its `mask`, so its moments are those of the real rows alone, as
   in fit's smaller batch (`check_layers` allows exactly these layers).
-- `penalty`: the regularization terms (each variable's `regularizer`, e.g. L2 on kernels)
-  that Keras adds to the batch's mean data loss, computed from the given values.
 - `Batches.order`: epoch `e` visits the samples in `contract.epoch_order(seed, e, n)`.
 - `encode_features`: the training data goes to the device as the prepared data's uint8
   pixels (a quarter of the memory and of the traffic of float32) with the exact float32
@@ -146,9 +144,9 @@ def check_layers(model: keras.Model) -> None:
     """The fast engines pad the last batch with rows of weight 0, which is exact for layers
     that treat every row on its own, and for BatchNormalization given the row mask (plain
     BatchNormalization only: renorm and synchronized moments are not masked the same way);
-    their loss adds the variables' regularizers (`penalty`), not activity regularizers.
-    Anything else a library user's model holds is refused here rather than trained
-    differently."""
+    their loss adds the variables' regularizers (`model.regularization_penalty`), not
+    activity regularizers. Anything else a library user's model holds is refused here
+    rather than trained differently."""
     row_wise = (keras.layers.Dense, keras.layers.Dropout, keras.layers.Flatten,
                 keras.layers.InputLayer, keras.layers.BatchNormalization)
     for layer in model.layers:
@@ -167,16 +165,6 @@ def check_layers(model: keras.Model) -> None:
                 f"train.engine: the fast engine does not add activity_regularizer penalties "
                 f"to the loss (layer {layer.name}); use --engine fit"
             )
-
-
-def penalty(variables: list, values: list) -> Any:
-    """The regularization terms Keras adds to a batch's mean data loss: the sum of each
-    trainable variable's `regularizer` (e.g. L2 on a kernel) on its value in `values`; 0.0
-    when no variable has one. `values` are backend tensors (JAX: the traced trainable
-    values; TensorFlow: the variables themselves, inside the gradient tape)."""
-    terms = [variable.regularizer(value) for variable, value in zip(variables, values)
-             if variable.regularizer is not None]
-    return keras.ops.sum(keras.ops.stack(terms)) if terms else 0.0
 
 
 def train_epochs(program: EpochProgram, events: EpochEvents, config: Config, initial_epoch: int,

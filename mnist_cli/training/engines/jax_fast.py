@@ -18,8 +18,8 @@ uninterrupted one. After every epoch the state is written back into the Keras va
 (`write_back`), which is what the checkpoint and `model.save` read.
 
 Regularization, as `model.fit` does it: the loss of a step is the weighted mean of the
-per-sample loss plus `fast_common.penalty` (each variable's regularizer on its traced
-value); constraints (max-norm) are applied by `stateless_apply` after the update; a
+per-sample loss plus `model.regularization_penalty` (each variable's regularizer on its
+traced value); constraints (max-norm) are applied by `stateless_apply` after the update; a
 BatchNormalization layer is called with the row weights as its mask, so the padding rows
 of the last batch take no part in its moments.
 
@@ -70,7 +70,7 @@ from mnist_cli import runtime
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
 from mnist_cli.keras_compat import is_plain_dense
-from mnist_cli.model import per_sample_loss
+from mnist_cli.model import per_sample_loss, regularization_penalty
 from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import (
     Batches,
@@ -79,7 +79,6 @@ from mnist_cli.training.engines.fast_common import (
     epoch_logs,
     is_batch_norm,
     live_columns,
-    penalty,
     train_with,
 )
 
@@ -339,7 +338,7 @@ class JaxEpochs:
             outputs, updated = self._outputs(trainable, non_trainable, inputs, True, weights)
             total = jnp.sum(self.loss(targets, outputs) * weights)
             count = jnp.sum(weights)
-            terms = penalty(self.model.trainable_variables, trainable)
+            terms = regularization_penalty(self.model.trainable_variables, trainable)
             # fit logs each batch's total loss (mean data loss + penalty) times its rows.
             return total / count + terms, (outputs, updated, total + terms * count)
 
@@ -379,8 +378,8 @@ class JaxEpochs:
             full_trainable = self._full_trainable(trainable, device)
             outputs, _ = self._outputs(full_trainable, non_trainable, inputs, False)
             targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
-            metrics.append(jnp.mean(self.loss(targets, outputs))
-                           + penalty(self.model.trainable_variables, full_trainable))
+            terms = regularization_penalty(self.model.trainable_variables, full_trainable)
+            metrics.append(jnp.mean(self.loss(targets, outputs)) + terms)
             metrics.append(jnp.mean((jnp.argmax(outputs, axis=-1) == labels).astype(
                 jnp.float32)))
         return (trainable, non_trainable, optimizer_values), jnp.stack(metrics)

@@ -8,10 +8,10 @@ device as uint8 pixels, runs the Keras model under a `GradientTape`, and applies
 model's own Keras optimizer (`optimizer.apply`: same update rule, learning rate, step
 counter). The loss is the per-sample Keras loss (`model.per_sample_loss`) averaged over
 the real rows of the batch (`fast_common.Batches`), plus the regularization terms
-(`fast_common.penalty`, as Keras adds `model.losses`), accumulated with the accuracy in the
-loop, as fit's metrics are. The layers are called one by one so that BatchNormalization
-gets the row weights as its mask (the padding rows stay out of its moments);
-`optimizer.apply` applies the max-norm constraints after each update, as in fit.
+(`model.regularization_penalty`, as Keras adds `model.losses`), accumulated with the
+accuracy in the loop, as fit's metrics are. The layers are called one by one so that
+BatchNormalization gets the row weights as its mask (the padding rows stay out of its
+moments); `optimizer.apply` applies the max-norm constraints after each update, as in fit.
 
 On TensorFlow the Keras variables are TensorFlow variables that the compiled program
 updates in place, the Dropout layers' seed generator states included, so the variables
@@ -34,14 +34,13 @@ import tensorflow as tf
 
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
-from mnist_cli.model import per_sample_loss
+from mnist_cli.model import per_sample_loss, regularization_penalty
 from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import (
     Batches,
     encode_features,
     epoch_logs,
     is_batch_norm,
-    penalty,
     train_with,
 )
 
@@ -101,7 +100,7 @@ class TensorFlowEpochs:
                 outputs = self._training_outputs(inputs, weights)
                 total = tf.reduce_sum(self.loss(targets, outputs) * weights)
                 count = tf.reduce_sum(weights)
-                terms = penalty(variables, variables)
+                terms = regularization_penalty(variables, variables)
                 loss = total / count + terms
             self.optimizer.apply(tape.gradient(loss, variables), variables)
             hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
@@ -115,7 +114,7 @@ class TensorFlowEpochs:
             targets = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
             hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
             metrics.append(tf.reduce_mean(self.loss(targets, outputs))
-                           + penalty(variables, variables))
+                           + regularization_penalty(variables, variables))
             metrics.append(tf.reduce_mean(tf.cast(hits, tf.float32)))
         return tf.stack(metrics)
 
