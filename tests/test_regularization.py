@@ -222,6 +222,15 @@ def test_each_option_acts_on_jax(check, engine: str):
     check(engine)
 
 
+# A 2-epoch fast run with every option at once.
+EVERY_OPTION = {
+    "model": {"layers": [784, 16, 10], "batch_norm": True, "dropout": 0.1, "l2": 0.001,
+              "max_norm": 2.0},
+    "train": {"epochs": 2, "engine": "fast", "optimizer": "adamw", "clip_norm": 1.0,
+              "label_smoothing": 0.1},
+}
+
+
 def without_timings(run_dir: Path) -> tuple[str, dict]:
     measured = {"seconds", "train_seconds", "samples_per_second", "peak_memory_mib"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -233,7 +242,7 @@ def without_timings(run_dir: Path) -> tuple[str, dict]:
 
 
 @on_jax
-def test_batch_norm_run_stopped_after_an_epoch_resumes_exactly(tmp_path: Path,
+def test_a_run_with_every_option_stopped_after_an_epoch_resumes_exactly(tmp_path: Path,
                                                                mnist_path: Path, monkeypatch):
     """The moving statistics are non-trainable variables: written back after each epoch,
     checkpointed, and continued on resume (val_loss reads them), on the JAX fast engine."""
@@ -241,12 +250,8 @@ def test_batch_norm_run_stopped_after_an_epoch_resumes_exactly(tmp_path: Path,
     from mnist_cli.training import interrupt
     from mnist_cli.training.checkpoints import Checkpointer
 
-    config_path = write_tiny_config(
-        tmp_path / "bn.yaml", mnist_path, tmp_path / "unused", name="bn",
-        model={"layers": [784, 16, 10], "batch_norm": True, "dropout": 0.1, "l2": 0.001,
-               "max_norm": 2.0},
-        train={"epochs": 2, "engine": "fast", "optimizer": "adamw", "clip_norm": 1.0,
-               "label_smoothing": 0.1})
+    config_path = write_tiny_config(tmp_path / "bn.yaml", mnist_path, tmp_path / "unused",
+                                    name="bn", **EVERY_OPTION)
     runner = CliRunner()
     whole = runner.invoke(cli, ["train", "-c", str(config_path), "--out", str(tmp_path / "a")])
     assert whole.exit_code == 0, whole.output
@@ -272,7 +277,6 @@ with_tensorflow = pytest.mark.skipif(importlib.util.find_spec("tensorflow") is N
                                      reason="TensorFlow is not installed")
 
 TENSORFLOW_CHECKS = """
-import sys
 sys.path.insert(0, "tests")
 from mnist_cli.runtime import activate_backend
 activate_backend("tensorflow")
@@ -280,13 +284,29 @@ import test_regularization as checks
 for check in checks.CHECKS:
     check("fast")
     print("passed", check.__name__)
+common = ["-c", config, "--backend", "tensorflow", "--engine", "fast"]
+assert mnist("train", *common, "--out", str(out / "whole")) == 0
+stop_after_the_first_epoch_then_resume(*common, "--out", str(out / "stopped"))
 """
 
 
 @with_tensorflow
-def test_each_option_acts_on_the_tensorflow_fast_engine():
+def test_each_option_acts_on_the_tensorflow_fast_engine_and_resumes_exactly(
+        tmp_path: Path, mnist_path: Path):
+    """One fresh Python on TensorFlow: every check above with the fast engine, then a run
+    with every option uninterrupted, and stopped after epoch 1 and resumed: the same
+    numbers (the moving statistics and seed states are Keras variables, checkpointed)."""
+    from test_engines import SCRIPT_PRELUDE
+
+    config_path = write_tiny_config(tmp_path / "all.yaml", mnist_path, tmp_path / "unused",
+                                    name="all", **EVERY_OPTION)
     environment = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
-    result = subprocess.run([sys.executable, "-c", TENSORFLOW_CHECKS], capture_output=True,
-                            text=True, env=environment, cwd=PROJECT, check=False, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT_PRELUDE + TENSORFLOW_CHECKS, str(config_path),
+         str(tmp_path / "outputs")], capture_output=True, text=True, env=environment,
+        cwd=PROJECT, check=False, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert result.stdout.count("passed") == len(CHECKS)
+    (whole,), (stopped,) = ((tmp_path / "outputs" / name).iterdir()
+                            for name in ("whole", "stopped"))
+    assert without_timings(stopped) == without_timings(whole)
