@@ -311,12 +311,14 @@ NUMBERS = {
     ("train", "momentum"): st.floats(min_value=1.0, allow_infinity=False) | st.floats(
         max_value=-1e-9, allow_infinity=False),
     ("model", "dropout"): st.floats(min_value=1.0, allow_infinity=False),
+    ("model", "l2"): st.floats(max_value=-1e-9, allow_infinity=False),
+    ("train", "label_smoothing"): st.floats(min_value=1.0, allow_infinity=False),
     ("data", "binarize_threshold"): st.floats(min_value=1.0) | st.floats(max_value=-1e-9),
     ("data", "validation_split"): st.floats(max_value=-1e-9, allow_infinity=False)
     | st.floats(min_value=1.01, max_value=1e6).filter(lambda value: not value.is_integer()),
 }
 CHOICES = {
-    ("train", "optimizer"): {"adam", "sgd", "rmsprop"},
+    ("train", "optimizer"): {"adam", "adamw", "sgd", "rmsprop"},
     ("train", "loss"): {"categorical_crossentropy", "mse", "quadratic"},
     ("train", "engine"): {"auto", "fit", "fast"},
     ("model", "hidden_activation"): {"relu", "sigmoid", "tanh", "softmax", "linear", "elu",
