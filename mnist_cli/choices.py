@@ -12,7 +12,7 @@ FAST_BACKENDS = ("jax", "tensorflow")  # the backends the fast engine runs on
 DATASETS = ("mnist", "fashion_mnist", "openml")
 TEST_SPLITS = ("official", "pooled")  # data.split: where the test set comes from
 SPLITS = ("test", "val", "train")  # what `mnist evaluate --split` can measure
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LOSSES = ("categorical_crossentropy", "mse", "quadratic", "sum_squared_error")
 ACTIVATIONS = (
     "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "softplus", "swish"

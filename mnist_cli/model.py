@@ -5,6 +5,8 @@ Import this module only after `runtime.start()`: it imports Keras.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 
 from mnist_cli.config import IMAGE_SIDE, NUM_FEATURES, Config, Initializer, TrainConfig
@@ -60,7 +62,8 @@ def build_model(config: Config) -> keras.Sequential:
         layers: list = [keras.Input(shape=(NUM_FEATURES,), name="pixels")]
     else:
         layers = [keras.Input(shape=(IMAGE_SIDE, IMAGE_SIDE), name="image"), keras.layers.Flatten()]
-    for position, spec in enumerate(model_config.dense_layers(), start=1):
+    specs = model_config.dense_layers()
+    for position, spec in enumerate(specs, start=1):
         layers.append(
             keras.layers.Dense(
                 spec.units,
@@ -69,9 +72,15 @@ def build_model(config: Config) -> keras.Sequential:
                     model_config.kernel_initializer, "kernel_initializer"
                 ),
                 bias_initializer=_initializer(model_config.bias_initializer, "bias_initializer"),
+                kernel_regularizer=(keras.regularizers.L2(model_config.l2)
+                                    if model_config.l2 else None),
+                kernel_constraint=(keras.constraints.MaxNorm(model_config.max_norm, axis=0)
+                                   if model_config.max_norm is not None else None),
                 name=f"dense_{position}",
             )
         )
+        if model_config.batch_norm and position < len(specs):
+            layers.append(keras.layers.BatchNormalization(name=f"batch_norm_{position}"))
         if spec.dropout > 0:
             layers.append(keras.layers.Dropout(spec.dropout, name=f"dropout_{position}"))
     try:
@@ -84,13 +93,17 @@ def build_model(config: Config) -> keras.Sequential:
 
 
 def build_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
+    """The config's optimizer. Clipping is by the global norm of all gradients together
+    (`global_clipnorm`), which keeps the update's direction, unlike per-tensor `clipnorm`."""
+    common = {"learning_rate": train.learning_rate, "global_clipnorm": train.clip_norm}
     if train.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=train.learning_rate)
+        return keras.optimizers.Adam(**common)
+    if train.optimizer == "adamw":
+        decay = {} if train.weight_decay is None else {"weight_decay": train.weight_decay}
+        return keras.optimizers.AdamW(**common, **decay)
     if train.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=train.learning_rate, momentum=train.momentum)
-    return keras.optimizers.SGD(
-        learning_rate=train.learning_rate, momentum=train.momentum, nesterov=train.nesterov
-    )
+        return keras.optimizers.RMSprop(**common, momentum=train.momentum)
+    return keras.optimizers.SGD(**common, momentum=train.momentum, nesterov=train.nesterov)
 
 
 def build_loss(train: TrainConfig):
@@ -100,7 +113,7 @@ def build_loss(train: TrainConfig):
         return sum_squared_error
     if train.loss == "mse":
         return keras.losses.MeanSquaredError()
-    return keras.losses.CategoricalCrossentropy()
+    return keras.losses.CategoricalCrossentropy(label_smoothing=train.label_smoothing)
 
 
 def per_sample_loss(train: TrainConfig):
@@ -110,7 +123,9 @@ def per_sample_loss(train: TrainConfig):
     The fast engines average it themselves (weighted by 0/1 row weights, so that a padded
     last batch is the mean over its real rows, as `model.fit`'s smaller last batch is), which
     is why they need the per-sample form: same clipping of probabilities in the
-    cross-entropy, same mean over the outputs in `mse`, same half sum in `quadratic`.
+    cross-entropy, same mean over the outputs in `mse`, same half sum in `quadratic`, same
+    label smoothing. Regularization penalties are not in it: `regularization_penalty` adds
+    them to the batch's mean, as Keras does.
     """
     if train.loss == "quadratic":
         return quadratic_cost
@@ -118,7 +133,21 @@ def per_sample_loss(train: TrainConfig):
         return sum_squared_error
     if train.loss == "mse":
         return keras.losses.mean_squared_error
+    if train.label_smoothing:
+        return functools.partial(keras.losses.categorical_crossentropy,
+                                 label_smoothing=train.label_smoothing)
     return keras.losses.categorical_crossentropy
+
+
+def regularization_penalty(variables: list, values: list):
+    """The regularization terms Keras adds to a batch's mean data loss (`model.losses`): the
+    sum of each trainable variable's `regularizer` (L2 on a kernel) on its value in
+    `values`; 0.0 when no variable has one. The engines and the TensorBoard gradients that
+    compute the loss themselves add it: JAX passes the traced values, TensorFlow the
+    variables themselves, inside the gradient tape."""
+    terms = [variable.regularizer(value) for variable, value in zip(variables, values)
+             if variable.regularizer is not None]
+    return keras.ops.sum(keras.ops.stack(terms)) if terms else 0.0
 
 
 def compile_model(model: keras.Model, config: Config) -> keras.Model:

@@ -211,7 +211,7 @@ CASES = [
     ("unknown key", _config("unknown.yaml", {"train": {"epoch": 3}}), 2,
      "train.epoch: unknown key"),
     ("misspelt optimizer", _config("optimizer.yaml", {"train": {"optimizer": "adma"}}), 2,
-     "train.optimizer: must be one of 'adam', 'sgd' or 'rmsprop'"),
+     "train.optimizer: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop'"),
     ("misspelt activation", _config("activation.yaml", {"model": {"hidden_activation": "rleu"}}),
      2, "model.hidden_activation: must be one of"),
     ("negative layer size", _config("layer.yaml", {"model": {"layers": [784, -16, 10]}}), 2,
@@ -311,12 +311,14 @@ NUMBERS = {
     ("train", "momentum"): st.floats(min_value=1.0, allow_infinity=False) | st.floats(
         max_value=-1e-9, allow_infinity=False),
     ("model", "dropout"): st.floats(min_value=1.0, allow_infinity=False),
+    ("model", "l2"): st.floats(max_value=-1e-9, allow_infinity=False),
+    ("train", "label_smoothing"): st.floats(min_value=1.0, allow_infinity=False),
     ("data", "binarize_threshold"): st.floats(min_value=1.0) | st.floats(max_value=-1e-9),
     ("data", "validation_split"): st.floats(max_value=-1e-9, allow_infinity=False)
     | st.floats(min_value=1.01, max_value=1e6).filter(lambda value: not value.is_integer()),
 }
 CHOICES = {
-    ("train", "optimizer"): {"adam", "sgd", "rmsprop"},
+    ("train", "optimizer"): {"adam", "adamw", "sgd", "rmsprop"},
     ("train", "loss"): {"categorical_crossentropy", "mse", "quadratic"},
     ("train", "engine"): {"auto", "fit", "fast"},
     ("model", "hidden_activation"): {"relu", "sigmoid", "tanh", "softmax", "linear", "elu",

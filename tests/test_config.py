@@ -80,7 +80,8 @@ def test_resolved_config_round_trips(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("train:\n  optimizer: adma\n", "train.optimizer: must be one of 'adam', 'sgd' or 'rmsprop'"),
+    ("train:\n  optimizer: adma\n",
+     "train.optimizer: must be one of 'adam', 'adamw', 'sgd' or 'rmsprop'"),
     ("trian:\n  epochs: 3\n", "trian: unknown key"),
     ("model:\n  layers: [784, 500, 11]\n", "end the stack with 10"),
     ("model:\n  layers: [100, 500, 10]\n", "start the stack with 784"),
@@ -98,6 +99,14 @@ def test_resolved_config_round_trips(tmp_path):
     ("name: ../../etc\n", "name: use only letters"),
     ("train:\n  optimizer: adam\n  momentum: 0.9\n", "momentum applies to sgd and rmsprop"),
     ("train:\n  optimizer: rmsprop\n  nesterov: true\n", "nesterov applies to the sgd"),
+    ("train:\n  optimizer: adamw\n  momentum: 0.9\n", "adamw has its own (beta_1)"),
+    ("train:\n  optimizer: adam\n  weight_decay: 0.01\n", "weight_decay applies to the adamw"),
+    ("train:\n  loss: mse\n  label_smoothing: 0.1\n", "label_smoothing applies to the "
+     "categorical_crossentropy loss only"),
+    ("train:\n  label_smoothing: 1.0\n", "train.label_smoothing: must be less than 1"),
+    ("train:\n  clip_norm: 0\n", "train.clip_norm: must be greater than 0"),
+    ("model:\n  max_norm: -1\n", "model.max_norm: must be greater than 0"),
+    ("model:\n  l2: -0.1\n", "model.l2: must be greater than or equal to 0"),
 ])
 def test_bad_configs_give_one_line_and_exit_2(tmp_path, text, expected):
     path = write_config(tmp_path, text)

@@ -27,12 +27,13 @@ FOUR_CPUS = "--xla_force_host_platform_device_count=4"
 
 
 def train(tmp_path: Path, mnist_path: Path, engine: str, devices: int | str,
-          batch_size: int = 64) -> subprocess.CompletedProcess:
+          batch_size: int = 64, model: dict | None = None) -> subprocess.CompletedProcess:
     name = f"{engine}-{devices}-{batch_size}"
     # 1800 training and 200 validation samples in batches of 64: every batch, the short
     # last ones included (8 samples), splits into 4 equal parts.
     config = write_tiny_config(tmp_path / f"{name}.yaml", mnist_path, tmp_path / name,
-                               model={"layers": [784, 32, 10], "dropout": 0.1},
+                               model={"layers": [784, 32, 10], "dropout": 0.1,
+                                      **(model or {})},
                                train={"engine": engine, "batch_size": batch_size},
                                runtime={"devices": devices, "backend": "jax"})
     environment = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {FOUR_CPUS}")
@@ -48,10 +49,14 @@ def numbers(output_root: Path) -> tuple[list[dict], dict]:
     return history, metrics
 
 
-@pytest.mark.parametrize("engine", ["fast", "fit"])
-def test_four_devices_train_as_one(tmp_path, mnist_path, engine):
+@pytest.mark.parametrize(("engine", "model"), [
+    ("fast", None), ("fit", None), ("fast", {"batch_norm": True, "l2": 0.001})],
+    ids=["fast", "fit", "fast-batch-norm-l2"])
+def test_four_devices_train_as_one(tmp_path, mnist_path, engine, model):
+    """With batch normalization, each step's moments are those of the whole batch (the
+    padding rows of the last one masked out), however it is split across the devices."""
     for devices in (1, 4):
-        result = train(tmp_path, mnist_path, engine, devices)
+        result = train(tmp_path, mnist_path, engine, devices, model=model)
         assert result.returncode == 0, result.stderr
     one_history, one_metrics = numbers(tmp_path / f"{engine}-1-64")
     four_history, four_metrics = numbers(tmp_path / f"{engine}-4-64")

@@ -182,6 +182,16 @@ class ModelConfig(_Strict):
         "with its arguments: {name: random_normal, stddev: 1.0}.")
     bias_initializer: str | Initializer = Field(default="zeros",
                                                 description="As kernel_initializer.")
+    l2: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="L2 penalty on every Dense kernel (Keras kernel_regularizer): "
+        "l2 * sum(kernel^2) per layer, added to the loss (and to the logged loss); 0: none.")
+    max_norm: Annotated[float, Field(gt=0.0)] | None = Field(
+        default=None, description="Max-norm constraint on every Dense kernel (Keras MaxNorm, "
+        "axis 0): after each update, each unit's incoming weight vector is scaled back to at "
+        "most this L2 norm; null: none.")
+    batch_norm: bool = Field(
+        default=False, description="A BatchNormalization layer after every hidden Dense layer "
+        "(after its activation, before its dropout).")
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -258,6 +268,16 @@ class TrainConfig(_Strict):
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         default=0.0, description="sgd and rmsprop only.")
     nesterov: bool = Field(default=False, description="Nesterov momentum, sgd only.")
+    weight_decay: Annotated[float, Field(ge=0.0, lt=1.0)] | None = Field(
+        default=None, description="adamw only: decoupled weight decay, each step every "
+        "trainable variable -= learning_rate * weight_decay * variable; null: Keras's 0.004.")
+    clip_norm: Annotated[float, Field(gt=0.0)] | None = Field(
+        default=None, description="Clip the gradients by their global norm (Keras "
+        "global_clipnorm): when the norm over all gradients together exceeds this, all are "
+        "scaled by clip_norm / norm; null: no clipping.")
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="categorical_crossentropy only: the one-hot targets become "
+        "y * (1 - s) + s / 10 in the training loss (Keras label_smoothing).")
     loss: Literal[choices.LOSSES] = Field(
         default="categorical_crossentropy",
         description="Per image, with y the one-hot label and a the 10 outputs: "
@@ -302,8 +322,13 @@ class TrainConfig(_Strict):
     def _momentum_needs_its_optimizer(self) -> TrainConfig:
         if self.nesterov and self.optimizer != "sgd":
             raise ValueError("nesterov applies to the sgd optimizer only")
-        if self.momentum and self.optimizer == "adam":
-            raise ValueError("momentum applies to sgd and rmsprop; adam has its own (beta_1)")
+        if self.momentum and self.optimizer in ("adam", "adamw"):
+            raise ValueError(
+                f"momentum applies to sgd and rmsprop; {self.optimizer} has its own (beta_1)")
+        if self.weight_decay is not None and self.optimizer != "adamw":
+            raise ValueError("weight_decay applies to the adamw optimizer only")
+        if self.label_smoothing and self.loss != "categorical_crossentropy":
+            raise ValueError("label_smoothing applies to the categorical_crossentropy loss only")
         return self
 
 

@@ -144,13 +144,13 @@ def hyperparameters(config: Config) -> dict[str, bool | int | float | str]:
 
 def gradient_function(model: Any, config: Config, features: np.ndarray,
                       labels: np.ndarray) -> Callable[[], dict[str, np.ndarray]] | None:
-    """A function that returns the gradient of the training loss (without dropout) on
-    `features` for every trainable variable at its current value, by the variable's path;
-    None on a backend where this is not done (torch)."""
+    """A function that returns the gradient of the training loss (without dropout, with the
+    regularization penalties) on `features` for every trainable variable at its current
+    value, by the variable's path; None on a backend where this is not done (torch)."""
     import keras
 
     from mnist_cli.metrics import one_hot
-    from mnist_cli.model import per_sample_loss
+    from mnist_cli.model import per_sample_loss, regularization_penalty
 
     sample_loss = per_sample_loss(config.train)
     targets = one_hot(labels)
@@ -167,7 +167,8 @@ def gradient_function(model: Any, config: Config, features: np.ndarray,
         def loss_of(trainable: list[Any], non_trainable: list[Any]) -> Any:
             outputs, _ = model.stateless_call(trainable, non_trainable, features,
                                               training=False)
-            return keras.ops.mean(sample_loss(targets, outputs))
+            return (keras.ops.mean(sample_loss(targets, outputs))
+                    + regularization_penalty(variables, trainable))
 
         # Compiled once per run: JAX's eager mode would compile each operation on its own,
         # many times slower on the first call.
@@ -181,7 +182,8 @@ def gradient_function(model: Any, config: Config, features: np.ndarray,
         def tensorflow_gradients() -> dict[str, np.ndarray]:
             with tf.GradientTape() as tape:
                 outputs = model(features, training=False)
-                loss = keras.ops.mean(sample_loss(targets, outputs))
+                loss = (keras.ops.mean(sample_loss(targets, outputs))
+                        + regularization_penalty(variables, variables))
             return by_path(tape.gradient(loss, variables))
 
         return tensorflow_gradients

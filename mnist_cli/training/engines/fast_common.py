@@ -7,8 +7,10 @@ does not depend on the backend lives here:
   `model.fit` becomes a full batch padded with rows of weight 0, and every batch's loss is
   the weighted mean over its rows divided by the number of real rows: the same loss, the
   same gradients, the same metrics as fit's smaller batch, for networks whose layers treat
-  each row on its own (Dense, Dropout, Flatten: all this tool builds, `check_layers`), with
-  one compiled step instead of two.
+  each row on its own (Dense, Dropout, Flatten), with one compiled step instead of two.
+  BatchNormalization does not (it normalizes by the batch's moments): the engines call it
+  with the row weights as its `mask`, so its moments are those of the real rows alone, as
+  in fit's smaller batch (`check_layers` allows exactly these layers).
 - `Batches.order`: epoch `e` visits the samples in `contract.epoch_order(seed, e, n)`.
 - `encode_features`: the training data goes to the device as the prepared data's uint8
   pixels (a quarter of the memory and of the traffic of float32) with the exact float32
@@ -133,25 +135,36 @@ def live_columns(encoded: EncodedFeatures) -> np.ndarray | None:
     return None if len(live) == flat.shape[1] else live
 
 
+def is_batch_norm(layer: Any) -> bool:
+    """A layer the fast engines call with the batch's row weights as its `mask`."""
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
 def check_layers(model: keras.Model) -> None:
-    """The fast engines pad the last batch with rows of weight 0, which is exact only for
-    layers that treat every row on its own, and their loss is the data loss alone (no
-    regularization terms). This tool builds nothing else; a library user's model with, say,
-    BatchNormalization or an L2 penalty is refused here rather than trained differently."""
+    """The fast engines pad the last batch with rows of weight 0, which is exact for layers
+    that treat every row on its own, and for BatchNormalization given the row mask (plain
+    BatchNormalization only: renorm and synchronized moments are not masked the same way);
+    their loss adds the variables' regularizers (`model.regularization_penalty`), not
+    activity regularizers. Anything else a library user's model holds is refused here
+    rather than trained differently."""
     row_wise = (keras.layers.Dense, keras.layers.Dropout, keras.layers.Flatten,
-                keras.layers.InputLayer)
+                keras.layers.InputLayer, keras.layers.BatchNormalization)
     for layer in model.layers:
         if not isinstance(layer, row_wise):
             raise ConfigError(
-                f"train.engine: the fast engine trains Dense, Dropout and Flatten layers only, "
-                f"not {type(layer).__name__}; use --engine fit"
+                f"train.engine: the fast engine trains Dense, BatchNormalization, Dropout and "
+                f"Flatten layers only, not {type(layer).__name__}; use --engine fit"
             )
-        for penalty in ("kernel_regularizer", "bias_regularizer", "activity_regularizer"):
-            if getattr(layer, penalty, None) is not None:
-                raise ConfigError(
-                    f"train.engine: the fast engine does not add {penalty} penalties to the "
-                    f"loss (layer {layer.name}); use --engine fit"
-                )
+        if is_batch_norm(layer) and (layer.renorm or layer.synchronized):
+            raise ConfigError(
+                f"train.engine: the fast engine does not train BatchNormalization with renorm "
+                f"or synchronized moments (layer {layer.name}); use --engine fit"
+            )
+        if getattr(layer, "activity_regularizer", None) is not None:
+            raise ConfigError(
+                f"train.engine: the fast engine does not add activity_regularizer penalties "
+                f"to the loss (layer {layer.name}); use --engine fit"
+            )
 
 
 def train_epochs(program: EpochProgram, events: EpochEvents, config: Config, initial_epoch: int,

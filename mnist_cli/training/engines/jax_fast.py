@@ -11,10 +11,17 @@ would become constants of the program: three times the compile time). The host o
 each epoch's order (`Batches.order`) and reads back four numbers per epoch.
 
 State between epochs is (trainable values, non-trainable values, optimizer values): the
-non-trainable values hold the Dropout layers' seed generator states, so the dropout masks
-come from saved state and a resumed run draws the masks an uninterrupted one draws. After
-every epoch the state is written back into the Keras variables (`write_back`), which is
-what the checkpoint and `model.save` read.
+non-trainable values hold the Dropout layers' seed generator states and the
+BatchNormalization layers' moving mean and variance, so the dropout masks come from saved
+state and a resumed run draws the masks, and continues the moving statistics, of an
+uninterrupted one. After every epoch the state is written back into the Keras variables
+(`write_back`), which is what the checkpoint and `model.save` read.
+
+Regularization, as `model.fit` does it: the loss of a step is the weighted mean of the
+per-sample loss plus `model.regularization_penalty` (each variable's regularizer on its
+traced value); constraints (max-norm) are applied by `stateless_apply` after the update; a
+BatchNormalization layer is called with the row weights as its mask, so the padding rows
+of the last batch take no part in its moments.
 
 Two exact shortcuts for the first Dense layer, which reads the inputs:
 
@@ -25,6 +32,11 @@ Two exact shortcuts for the first Dense layer, which reads the inputs:
   gives its kernel row a zero gradient in every step. Adam, SGD and RMSprop without weight
   decay then leave that row, and its optimizer slots, exactly as they are when the slots
   start at zero (they do, unless the data changed, which resume refuses; checked anyway).
+  Not so with weight decay (AdamW shrinks every row), an L2 penalty on the first kernel
+  (its gradient is not zero on the dead rows) or a max-norm constraint (a column's norm
+  counts the dead rows, and the compact copy of the variables carries no constraint): the
+  shortcut is off then (`_dead_columns_are_exact`). Clipping by the global norm keeps it:
+  the dead rows' gradients are zeros, which add nothing to the norm.
   So the program trains on the live columns only (MNIST's border pixels are dead), and the
   dead rows are put back, unchanged, into the full kernel for validation and for the Keras
   variables. Preparing it costs more than one epoch saves, so a one-epoch run does without
@@ -59,13 +71,14 @@ from mnist_cli import runtime
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
 from mnist_cli.keras_compat import is_plain_dense
-from mnist_cli.model import per_sample_loss
+from mnist_cli.model import per_sample_loss, regularization_penalty
 from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import (
     Batches,
     EncodedFeatures,
     encode_features,
     epoch_logs,
+    is_batch_norm,
     live_columns,
     train_with,
 )
@@ -152,6 +165,16 @@ def _optimizer_keeps_zero_rows(optimizer: keras.optimizers.Optimizer) -> bool:
             and not getattr(optimizer, "weight_decay", None))
 
 
+def _dead_columns_are_exact(model: keras.Model) -> bool:
+    """Whether training on the live columns leaves the dead kernel rows as training on all
+    columns does: the optimizer keeps zero rows, no penalty on the first kernel gives them a
+    gradient, and no constraint (lost on the compact copy of the variables) rescales them."""
+    variables = model.trainable_variables
+    return (_optimizer_keeps_zero_rows(model.optimizer)
+            and variables[0].regularizer is None
+            and all(variable.constraint is None for variable in variables))
+
+
 class JaxEpochs:
     """The compiled epoch of one model, its state, and the data on the device."""
 
@@ -177,9 +200,8 @@ class JaxEpochs:
         self.kernel_slots: list[int] = []
         # Decided from the config, not from the epochs left: a resumed run must compute
         # exactly as the uninterrupted one did (the two ways round floats differently).
-        if (self.first_dense is not None and self.first_dense.kernel_constraint is None
-                and config.train.epochs >= DEAD_COLUMNS_MIN_EPOCHS
-                and encoded.values.ndim == 2 and _optimizer_keeps_zero_rows(self.optimizer)):
+        if (self.first_dense is not None and config.train.epochs >= DEAD_COLUMNS_MIN_EPOCHS
+                and encoded.values.ndim == 2 and _dead_columns_are_exact(model)):
             self._drop_dead_columns(encoded, trainable, optimizer_values)
         # np.take, unlike x[:, live], returns a C-contiguous array, and twice as fast.
         pixels = encoded.values if self.live is None else np.take(encoded.values, self.live,
@@ -286,8 +308,10 @@ class JaxEpochs:
         return values.astype(jnp.float32) if table is None else table[values]
 
     def _outputs(self, trainable: list, non_trainable: list, inputs: jax.Array,
-                 training: bool) -> tuple[jax.Array, list]:
-        """The model's outputs and its updated non-trainable values (dropout seeds)."""
+                 training: bool, rows: jax.Array | None = None) -> tuple[jax.Array, list]:
+        """The model's outputs and its updated non-trainable values (dropout seeds, batch
+        normalization's moving statistics); `rows`, the batch's row weights, masks the
+        padding rows out of batch normalization's moments."""
         outputs, updated = inputs, []
         for index, (layer, trainable_slice, state_slice) in enumerate(self.layer_slices):
             weights, state = trainable[trainable_slice], non_trainable[state_slice]
@@ -297,6 +321,9 @@ class JaxEpochs:
                     outputs = outputs + weights[1]
                 if layer.activation is not None:
                     outputs = layer.activation(outputs)
+            elif is_batch_norm(layer) and rows is not None:
+                outputs, state = layer.stateless_call(weights, state, outputs,
+                                                      training=training, mask=rows > 0)
             else:
                 # Only layers whose call takes `training` get it (Flatten's does not).
                 options = {"training": training} if self.takes_training[index] else {}
@@ -312,9 +339,12 @@ class JaxEpochs:
         targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
 
         def objective(trainable: list) -> tuple[jax.Array, tuple]:
-            outputs, updated = self._outputs(trainable, non_trainable, inputs, True)
+            outputs, updated = self._outputs(trainable, non_trainable, inputs, True, weights)
             total = jnp.sum(self.loss(targets, outputs) * weights)
-            return total / jnp.sum(weights), (outputs, updated, total)
+            count = jnp.sum(weights)
+            terms = regularization_penalty(self.model.trainable_variables, trainable)
+            # fit logs each batch's total loss (mean data loss + penalty) times its rows.
+            return total / count + terms, (outputs, updated, total + terms * count)
 
         (_, (outputs, non_trainable, total)), gradients = jax.value_and_grad(
             objective, has_aux=True)(trainable)
@@ -349,10 +379,11 @@ class JaxEpochs:
         if device["validation_pixels"] is not None:
             inputs = self._decode(device["validation_pixels"], device["validation_table"])
             labels = device["validation_labels"]
-            outputs, _ = self._outputs(self._full_trainable(trainable, device), non_trainable,
-                                       inputs, False)
+            full_trainable = self._full_trainable(trainable, device)
+            outputs, _ = self._outputs(full_trainable, non_trainable, inputs, False)
             targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
-            metrics.append(jnp.mean(self.loss(targets, outputs)))
+            terms = regularization_penalty(self.model.trainable_variables, full_trainable)
+            metrics.append(jnp.mean(self.loss(targets, outputs)) + terms)
             metrics.append(jnp.mean((jnp.argmax(outputs, axis=-1) == labels).astype(
                 jnp.float32)))
         return (trainable, non_trainable, optimizer_values), jnp.stack(metrics)

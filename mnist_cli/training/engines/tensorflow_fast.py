@@ -7,8 +7,11 @@ the compiled program) that gathers each batch from the training data already on 
 device as uint8 pixels, runs the Keras model under a `GradientTape`, and applies the
 model's own Keras optimizer (`optimizer.apply`: same update rule, learning rate, step
 counter). The loss is the per-sample Keras loss (`model.per_sample_loss`) averaged over
-the real rows of the batch (`fast_common.Batches`), accumulated with the accuracy in the
-loop, as fit's metrics are.
+the real rows of the batch (`fast_common.Batches`), plus the regularization terms
+(`model.regularization_penalty`, as Keras adds `model.losses`), accumulated with the
+accuracy in the loop, as fit's metrics are. The layers are called one by one so that
+BatchNormalization gets the row weights as its mask (the padding rows stay out of its
+moments); `optimizer.apply` applies the max-norm constraints after each update, as in fit.
 
 On TensorFlow the Keras variables are TensorFlow variables that the compiled program
 updates in place, the Dropout layers' seed generator states included, so the variables
@@ -31,9 +34,15 @@ import tensorflow as tf
 
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
-from mnist_cli.model import per_sample_loss
+from mnist_cli.model import per_sample_loss, regularization_penalty
 from mnist_cli.training.engines.contract import EngineJob
-from mnist_cli.training.engines.fast_common import Batches, encode_features, epoch_logs, train_with
+from mnist_cli.training.engines.fast_common import (
+    Batches,
+    encode_features,
+    epoch_logs,
+    is_batch_norm,
+    train_with,
+)
 
 
 class TensorFlowEpochs:
@@ -66,6 +75,17 @@ class TensorFlowEpochs:
             return tf.cast(values, tf.float32)
         return tf.gather(table, tf.cast(values, tf.int32))
 
+    def _training_outputs(self, inputs: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+        """The model in training mode, layer by layer, the padding rows (weight 0) masked
+        out of batch normalization's moments."""
+        outputs = inputs
+        for layer in self.model.layers:
+            if is_batch_norm(layer):
+                outputs = layer(outputs, training=True, mask=weights > 0)
+            else:
+                outputs = layer(outputs, training=True)
+        return outputs
+
     def _epoch_program(self, order: tf.Tensor) -> tf.Tensor:
         variables = self.model.trainable_variables
         loss_sum = tf.constant(0.0)
@@ -77,12 +97,14 @@ class TensorFlowEpochs:
             labels = tf.gather(self.labels, rows)
             targets = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
             with tf.GradientTape() as tape:
-                outputs = self.model(inputs, training=True)
+                outputs = self._training_outputs(inputs, weights)
                 total = tf.reduce_sum(self.loss(targets, outputs) * weights)
-                loss = total / tf.reduce_sum(weights)
+                count = tf.reduce_sum(weights)
+                terms = regularization_penalty(variables, variables)
+                loss = total / count + terms
             self.optimizer.apply(tape.gradient(loss, variables), variables)
             hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
-            loss_sum += total
+            loss_sum += total + terms * count
             correct_sum += tf.reduce_sum(tf.cast(hits, tf.float32) * weights)
         count = float(self.batches.rows_in(order))  # a number known when tracing
         metrics = [loss_sum / count, correct_sum / count]
@@ -91,7 +113,8 @@ class TensorFlowEpochs:
             outputs = self.model(self._decode(values, table), training=False)
             targets = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
             hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
-            metrics.append(tf.reduce_mean(self.loss(targets, outputs)))
+            metrics.append(tf.reduce_mean(self.loss(targets, outputs))
+                           + regularization_penalty(variables, variables))
             metrics.append(tf.reduce_mean(tf.cast(hits, tf.float32)))
         return tf.stack(metrics)
 
