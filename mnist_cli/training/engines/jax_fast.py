@@ -249,7 +249,8 @@ class JaxEpochs:
         self.device = jax.device_put(host, replicated)
         self.device["row_weights"] = jax.device_put(batches.row_weights(), self.batch_split)
         self._epoch = jax.jit(self._epoch_program)
-        self._piece = jax.jit(self._piece_program)
+        # The carried state is consumed by each piece: its buffers are reused, not copied.
+        self._piece = jax.jit(self._piece_program, donate_argnums=0)
         self._metrics = jax.jit(self._metrics_program, static_argnums=1)
         work = 3 * batches.batch_size * sum(int(np.prod(value.shape)) for value in trainable)
         self.piece_batches = max(1, int(PIECE_MULTIPLY_ADDS // max(work, 1)))
