@@ -79,6 +79,27 @@ class Subset(_Strict):
         default=None, description="Test images to keep: the first N of the test set.")
 
 
+class Augment(_Strict):
+    """Distortions of the training images, drawn anew for every image in every epoch
+    (`data/augment.py`); validation and test images are never distorted. Each range is
+    symmetric: a value is drawn uniformly in [-range, range]. 0 turns a distortion off."""
+
+    rotation: Annotated[float, Field(ge=0.0, le=180.0)] = Field(
+        default=0.0, description="Largest rotation, in degrees.")
+    scale: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="Largest change of size, a fraction: 0.1 scales by 0.9 to 1.1.")
+    shear: Annotated[float, Field(ge=0.0, lt=90.0)] = Field(
+        default=0.0, description="Largest horizontal shear angle, in degrees.")
+    translation: Annotated[float, Field(ge=0.0, le=14.0)] = Field(
+        default=0.0, description="Largest shift along each axis, in pixels.")
+    elastic_alpha: Annotated[float, Field(ge=0.0, le=200.0)] = Field(
+        default=0.0, description="Elastic distortion (Simard 2003): the scale of the smoothed "
+        "random displacement field, in pixels; 0 turns it off.")
+    elastic_sigma: Annotated[float, Field(ge=1.0, le=20.0)] = Field(
+        default=6.0, description="The width, in pixels, of the Gaussian that smooths the "
+        "elastic field: larger is smoother.")
+
+
 class DataConfig(_Strict):
     dataset: Literal[choices.DATASETS] = Field(
         default="mnist", description="mnist and fashion_mnist: a local copy or Keras's "
@@ -114,6 +135,8 @@ class DataConfig(_Strict):
         default=0.25, description="split: pooled only: the share of the pooled digits tested on."
     )
     subset: Subset | None = None
+    augment: Augment | None = Field(
+        default=None, description="Distort the training images every epoch (none when absent).")
 
     @model_validator(mode="before")
     @classmethod
@@ -252,6 +275,33 @@ class EarlyStopping(_Strict):
         default=True, description="End with the weights of the best epoch.")
 
 
+class Schedule(_Strict):
+    """How the learning rate changes from epoch to epoch (`training/schedules.py`); the rate
+    of epoch e (0-based) with base rate r, E epochs and W warm-up epochs."""
+
+    name: Literal[choices.SCHEDULES] = Field(
+        default="constant", description="constant: r; step: r * factor^((e-W) // "
+        "step_epochs); exponential: r * factor^(e-W); cosine: from r at e = W down to "
+        "min_learning_rate at e = E along half a cosine; plateau: r, multiplied by factor "
+        "after `patience` epochs without improvement of `monitor`.")
+    warmup_epochs: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="First epochs ramping linearly up to r: r/W, 2r/W, ..., r.")
+    step_epochs: Annotated[int, Field(gt=0)] = Field(
+        default=10, description="step only: epochs between two reductions.")
+    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        default=0.5, description="step, plateau: the multiplier of a reduction; "
+        "exponential: the multiplier per epoch.")
+    min_learning_rate: Annotated[float, Field(ge=0.0)] = Field(
+        default=0.0, description="cosine: the final rate; plateau: the lowest rate.")
+    patience: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="plateau only: epochs without improvement before a reduction.")
+    monitor: Literal[choices.MONITORED_METRICS] = Field(
+        default="val_loss", description="plateau only: the history column watched.")
+    min_delta: Annotated[float, Field(ge=0.0)] = Field(
+        default=0.0, description="plateau only: the smallest change that counts as an "
+        "improvement.")
+
+
 class TrainConfig(_Strict):
     optimizer: Literal[choices.OPTIMIZERS] = "adam"
     learning_rate: Annotated[float, Field(gt=0.0)] = 0.001
@@ -279,6 +329,8 @@ class TrainConfig(_Strict):
         "in the same order, in the same batches, every epoch.",
     )
     early_stopping: EarlyStopping | None = None
+    schedule: Schedule = Field(default_factory=Schedule,
+                               description="The learning rate per epoch (constant by default).")
     engine: Literal[choices.ENGINES] = Field(
         default="auto",
         description="'fit' is Keras's model.fit; 'fast' compiles a whole epoch into one program; "
@@ -353,6 +405,17 @@ class Config(_Strict):
                 "the name becomes a folder inside the output root"
             )
         return name
+
+    @model_validator(mode="after")
+    def _plateau_has_its_metric(self) -> Config:
+        schedule = self.train.schedule
+        if (schedule.name == "plateau" and schedule.monitor.startswith("val_")
+                and self.data.validation_split == 0):
+            raise ValueError(
+                f"train.schedule.monitor: {schedule.monitor} needs a validation set but "
+                "data.validation_split is 0; monitor loss or accuracy, or hold out a validation "
+                "set")
+        return self
 
     @model_validator(mode="after")
     def _early_stopping_has_its_metric(self) -> Config:

@@ -36,6 +36,15 @@ step's batch is cut into one equal part per device; XLA partitions the compiled 
 accordingly and sums the gradients across the devices. The padding rows of the last batch
 keep every part the same size.
 
+Augmentation (`data.augment`): the training pixels go to the device as they are (uint8,
+before preprocessing) and every step distorts its batch with `data.augment.augmented_features`,
+keyed by (seed, epoch, row), inside the compiled epoch; the epoch is an argument of the
+program, so one compiled program serves every epoch. Distortions move ink onto the border,
+so the dead-column shortcut is off then.
+
+A learning-rate schedule sets the Keras optimizer's rate at each epoch start; `start_epoch`
+copies it into the optimizer values the program carries.
+
 `enable_compile_cache` turns on JAX's persistent compilation cache, so a second run of
 the same config reads the compiled epoch from disk instead of compiling it again.
 
@@ -57,6 +66,7 @@ import numpy as np
 from mnist_cli import runtime
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
+from mnist_cli.data.augment import augmented_features
 from mnist_cli.keras_compat import is_plain_dense
 from mnist_cli.model import per_sample_loss
 from mnist_cli.training.engines.contract import EngineJob
@@ -160,12 +170,20 @@ class JaxEpochs:
         self.optimizer = model.optimizer
         self.batches = batches
         self.loss = per_sample_loss(config.train)
+        self.data_config = config.data
+        self.seed = config.seed
+        self.epoch = 0
+        self.learning_rate_position = next(
+            (position for position, variable in enumerate(self.optimizer.variables)
+             if variable is self.optimizer.learning_rate), None)
         self.has_validation = len(data.y_val) > 0
         self.layer_slices = self._layer_slices(model)
         first = model.layers[0]
         self.first_dense = first if is_plain_dense(first) else None
 
         encoded = encode_features(data.pixels_train, data.pixel_table)
+        if config.data.augment is not None:  # distorted pixels are preprocessed on the device
+            encoded = EncodedFeatures(np.ascontiguousarray(data.pixels_train, np.uint8), None)
         trainable = [np.asarray(variable.value) for variable in model.trainable_variables]
         optimizer_values = [np.asarray(variable.value) for variable in self.optimizer.variables]
         self.live: np.ndarray | None = None
@@ -175,7 +193,7 @@ class JaxEpochs:
         # Decided from the config, not from the epochs left: a resumed run must compute
         # exactly as the uninterrupted one did (the two ways round floats differently).
         if (self.first_dense is not None and self.first_dense.kernel_constraint is None
-                and config.train.epochs >= DEAD_COLUMNS_MIN_EPOCHS
+                and config.data.augment is None and config.train.epochs >= DEAD_COLUMNS_MIN_EPOCHS
                 and encoded.values.ndim == 2 and _optimizer_keeps_zero_rows(self.optimizer)):
             self._drop_dead_columns(encoded, trainable, optimizer_values)
         # np.take, unlike x[:, live], returns a C-contiguous array, and twice as fast.
@@ -202,6 +220,7 @@ class JaxEpochs:
             self.batch_split = NamedSharding(mesh, PartitionSpec(None, "batch"))
         # NumPy arrays go to the device with `device_put`: converting dtypes or slicing on
         # the device would compile one small program each.
+        self.replicated = replicated
         self.state = (jax.device_put(trainable, replicated),
                       jax.device_put(non_trainable, replicated),
                       jax.device_put(optimizer_values, replicated))
@@ -215,6 +234,7 @@ class JaxEpochs:
             "validation_table": None,
             "frozen_kernel": None if self.live is None else self.full_values[0],
             "live": None if self.live is None else self.live.astype(np.int32),
+            "epoch": np.int32(0),
         }
         if self.has_validation:
             validation = encode_features(data.pixels_val, data.pixel_table)
@@ -303,7 +323,11 @@ class JaxEpochs:
     def _step(self, carry: tuple, batch: tuple, device: dict) -> tuple[tuple, None]:
         trainable, non_trainable, optimizer_values, loss_sum, correct_sum = carry
         rows, weights = batch
-        inputs = self._decode(device["pixels"][rows], device["table"])
+        if self.data_config.augment is not None:
+            inputs = augmented_features(device["pixels"][rows], rows, self.seed,
+                                        device["epoch"], self.data_config)
+        else:
+            inputs = self._decode(device["pixels"][rows], device["table"])
         labels = device["labels"][rows]
         targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
 
@@ -372,6 +396,16 @@ class JaxEpochs:
                 on_batches(end, total)
         self.state, metrics = self._metrics(carry, self.batches.rows_in(order), self.device)
         return epoch_logs(metrics)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.device["epoch"] = jax.device_put(np.int32(epoch), self.replicated)
+        if self.learning_rate_position is not None:
+            trainable, non_trainable, optimizer_values = self.state
+            optimizer_values = list(optimizer_values)
+            rate = np.asarray(self.optimizer.learning_rate.value)
+            optimizer_values[self.learning_rate_position] = jax.device_put(rate,
+                                                                           self.replicated)
+            self.state = (trainable, non_trainable, optimizer_values)
 
     def _split(self, batches: np.ndarray) -> Any:
         """Batches as they go to the device: split across the devices when there are several."""

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
+from mnist_cli.errors import ConfigError
 from mnist_cli.model import per_sample_loss
 from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import Batches, encode_features, epoch_logs, train_with
@@ -45,6 +46,10 @@ class TensorFlowEpochs:
         self.optimizer = model.optimizer
         self.batches = batches
         self.loss = per_sample_loss(config.train)
+        if config.data.augment is not None:
+            raise ConfigError(
+                "data.augment: the TensorFlow fast engine does not distort images (the "
+                "distortions are JAX code); use --backend jax, or --engine fit")
         encoded = encode_features(data.pixels_train, data.pixel_table)
         self.pixels = tf.constant(encoded.values)
         self.table = None if encoded.table is None else tf.constant(encoded.table)
@@ -101,6 +106,9 @@ class TensorFlowEpochs:
 
     def write_back(self) -> None:
         """Nothing to copy: the compiled program updated the Keras variables in place."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Nothing to take: the program reads the learning-rate variable itself."""
 
 
 def train(job: EngineJob) -> None:
