@@ -15,6 +15,9 @@ updates in place, the Dropout layers' seed generator states included, so the var
 are current after every epoch without copying anything back (`write_back` has nothing to
 do), and a resumed run continues from the saved states.
 
+It does not distort images (`data.augment`, JAX code): `engines.check_augmentation` refuses
+that before any data is loaded.
+
 The dead-column shortcut of the JAX engine is not used here: it would need a second,
 narrower copy of the model's first layer and of its optimizer slots.
 
@@ -31,7 +34,6 @@ import tensorflow as tf
 
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
-from mnist_cli.errors import ConfigError
 from mnist_cli.model import per_sample_loss
 from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import Batches, encode_features, epoch_logs, train_with
@@ -46,10 +48,6 @@ class TensorFlowEpochs:
         self.optimizer = model.optimizer
         self.batches = batches
         self.loss = per_sample_loss(config.train)
-        if config.data.augment is not None:
-            raise ConfigError(
-                "data.augment: the TensorFlow fast engine does not distort images (the "
-                "distortions are JAX code); use --backend jax, or --engine fit")
         encoded = encode_features(data.pixels_train, data.pixel_table)
         self.pixels = tf.constant(encoded.values)
         self.table = None if encoded.table is None else tf.constant(encoded.table)
