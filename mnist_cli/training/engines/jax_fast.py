@@ -37,10 +37,10 @@ accordingly and sums the gradients across the devices. The padding rows of the l
 keep every part the same size.
 
 Augmentation (`data.augment`): the training pixels go to the device as they are (uint8,
-before preprocessing) and every step distorts its batch with `data.augment.augmented_features`,
-keyed by (seed, epoch, row), inside the compiled epoch; the epoch is an argument of the
-program, so one compiled program serves every epoch. Distortions move ink onto the border,
-so the dead-column shortcut is off then.
+before preprocessing) and every step distorts its batch with `augmented_features`
+(`data/augment.py`), keyed by (seed, epoch, row), inside the compiled epoch; the epoch is
+an argument of the program, so one compiled program serves every epoch. Distortions move
+ink onto the border, so the dead-column shortcut is off then.
 
 A learning-rate schedule sets the Keras optimizer's rate at each epoch start; `start_epoch`
 copies it into the optimizer values the program carries.
@@ -172,7 +172,6 @@ class JaxEpochs:
         self.loss = per_sample_loss(config.train)
         self.data_config = config.data
         self.seed = config.seed
-        self.epoch = 0
         self.learning_rate_position = next(
             (position for position, variable in enumerate(self.optimizer.variables)
              if variable is self.optimizer.learning_rate), None)
