@@ -22,6 +22,7 @@ HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "learning_curves.png"
 ERRORS_FILE = "errors.png"
+AUGMENTATIONS_FILE = "augmentations.png"
 CHECKPOINT_FILE = "checkpoint.npz"
 
 HISTORY_COLUMNS = (
@@ -102,6 +103,10 @@ class RunDir:
     @property
     def errors(self) -> Path:
         return self.path / ERRORS_FILE
+
+    @property
+    def augmentations(self) -> Path:
+        return self.path / AUGMENTATIONS_FILE
 
     @property
     def checkpoint(self) -> Path:

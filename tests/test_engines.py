@@ -291,18 +291,18 @@ def test_fast_engine_fills_the_compile_cache(tmp_path, mnist_path, jax_compile_c
 
 @on_jax
 def test_compile_cache_folder_and_a_cache_that_cannot_be_made(tmp_path, monkeypatch):
-    from mnist_cli.training.engines import jax_fast
+    from mnist_cli.training.engines import jax_cache
 
     monkeypatch.delenv("MNIST_CLI_JAX_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert jax_fast.compile_cache_folder() == tmp_path / "xdg" / "mnist-cli" / "jax"
+    assert jax_cache.compile_cache_folder() == tmp_path / "xdg" / "mnist-cli" / "jax"
     for off in ("off", "0", ""):
         monkeypatch.setenv("MNIST_CLI_JAX_CACHE", off)
-        assert jax_fast.compile_cache_folder() is None
-        assert jax_fast.enable_compile_cache() is None
+        assert jax_cache.compile_cache_folder() is None
+        assert jax_cache.enable_compile_cache() is None
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("MNIST_CLI_JAX_CACHE", str(tmp_path / "a-file" / "cache"))
-    assert jax_fast.enable_compile_cache() is None  # cannot be created: run uncached
+    assert jax_cache.enable_compile_cache() is None  # cannot be created: run uncached
 
 
 @on_jax

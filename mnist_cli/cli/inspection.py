@@ -1,5 +1,5 @@
-"""The commands that read finished runs: evaluate, show-errors, predict, export, runs,
-compare. Each starts Keras (when it runs a model) on the run's own backend."""
+"""The commands that read finished runs: evaluate, ensemble, show-errors, predict, export,
+runs, compare. Each starts Keras (when it runs a model) on the run's own backend."""
 
 from __future__ import annotations
 
@@ -74,6 +74,50 @@ def evaluate(model_path, config_path, split, data_path, output_folder, predictio
         words = {"val": "validation", "train": "training"}[split]
         click.echo(f"(In {predictions_path}, index is the row in this run's {words} set, "
                    f"0 to {len(evaluation.labels) - 1}, not a position in the dataset.)")
+
+
+@cli.command()
+@click.argument("run_paths", metavar="RUN_DIR RUN_DIR...", nargs=-1, required=True,
+                type=RunPath())
+@click.option("--out", "output_folder", type=click.Path(file_okay=False),
+              help="Folder for ensemble.json, confusion_matrix.png and errors.png (default: "
+                   "a new ensemble-<timestamp> folder beside the first run).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_BACKEND_OPTION
+def ensemble(run_paths, output_folder, as_json, backend) -> None:
+    """Score a committee of runs: the mean of their predicted probabilities on their test set.
+
+    Reports what `evaluate` reports (accuracy, loss, per-digit table, confusion matrix) for
+    the committee, with each member's own accuracy beside it, and draws the committee's
+    mistakes in errors.png. The runs must share the test set and the preprocessing.
+
+    \b
+    Example:
+      mnist ensemble outputs/dense-augmented-20250101-120000 outputs/dense-augmented-20250102-090000
+      mnist ensemble outputs/a outputs/b outputs/c --out committee-abc
+    """
+    from pathlib import Path
+
+    from mnist_cli import runtime
+    from mnist_cli.inspection.source import locate_model
+
+    sources = [locate_model(path) for path in run_paths]
+    runtime.start(backend or sources[0].config.runtime.backend)
+    from mnist_cli.atomic_files import json_text
+    from mnist_cli.inspection.ensemble import evaluate_committee, format_members
+    from mnist_cli.inspection.evaluation import format_evaluation
+    from mnist_cli.runs import create_run_dir
+
+    if output_folder is None:
+        output_folder = create_run_dir(Path(sources[0].output_folder).parent, "ensemble")
+    committee = evaluate_committee(sources, output_folder)
+    if as_json:
+        click.echo(json_text(committee.report))
+        return
+    click.echo(format_evaluation(committee.report))
+    click.echo(format_members(committee.report))
+    click.echo("")
+    click.echo("Wrote " + ", ".join(str(path) for path in committee.written))
 
 
 @cli.command("show-errors")

@@ -21,13 +21,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from mnist_cli import choices
 from mnist_cli.config import Config, build_config, read_yaml_mapping
 from mnist_cli.config.loading import apply_override, describe_validation_error
-from mnist_cli.config.schema import _ConfigDumper, _Strict
+from mnist_cli.config.schema import ConfigDumper, Strict
 from mnist_cli.errors import ConfigError
 
 GRID_LIMIT = 10_000  # points of a grid: more is a typo in a range, not a sweep
 
 
-class Parameter(_Strict):
+class Parameter(Strict):
     """One searched config key: a list of `choices`, or a range from `low` to `high`
     (whole numbers when both ends are, optionally on a log scale or in steps)."""
 
@@ -103,7 +103,7 @@ class Parameter(_Strict):
         return self.choices[0] if self.kind == "choices" else self.low
 
 
-class Pruning(_Strict):
+class Pruning(Strict):
     """Stopping unpromising trials early on the per-epoch validation metric."""
 
     method: Literal[choices.SWEEP_PRUNERS] = "median"
@@ -117,7 +117,7 @@ class Pruning(_Strict):
         default=3, description="successive_halving: 1 in reduction_factor trials goes on.")
 
 
-class SweepSettings(_Strict):
+class SweepSettings(Strict):
     """What a sweep file and the saved copy in the sweep folder have in common."""
 
     name: Annotated[str, Field(min_length=1, max_length=80)] = "sweep"
@@ -193,7 +193,7 @@ class SavedSweep(SweepSettings):
         return build_config(data, f"trial {name} ({_describe_params(params)})")
 
     def to_yaml(self) -> str:
-        return yaml.dump(self.model_dump(mode="json", exclude_none=True), Dumper=_ConfigDumper,
+        return yaml.dump(self.model_dump(mode="json", exclude_none=True), Dumper=ConfigDumper,
                          sort_keys=False)
 
 

@@ -12,7 +12,8 @@ A checkpoint holds:
 - every variable of the optimizer (step counter, Adam's moments, momentum buffers);
 - the state of each per-epoch object, which it gives (`state()`) and takes back
   (`load_state()`): the history rows, early stopping's best value, best weights and
-  patience used, and the time already spent in a partial epoch;
+  patience used, the learning-rate schedule's (reduce-on-plateau's rate and counters), and
+  the time already spent in a partial epoch;
 - how many epochs are complete, and, after a Ctrl-C in the middle of an epoch with the `fit`
   engine on JAX, how many batches of the next one, with that epoch's metric accumulators;
 - the seconds spent training so far, and a fingerprint of the training data, so a resume
@@ -47,6 +48,7 @@ from mnist_cli.runs import RunDir, open_run_dir
 from mnist_cli.training.early_stopping import EarlyStopping
 from mnist_cli.training.history import History
 from mnist_cli.training.progress import Progress
+from mnist_cli.training.schedules import LearningRateSchedule
 
 CHECKPOINT_FORMAT = 1
 
@@ -77,6 +79,7 @@ class Checkpoint:
     partial_epoch_seconds: float = 0.0
     early_stopping: dict[str, Any] = field(default_factory=dict)
     best_weights: list[np.ndarray] | None = None
+    schedule: dict[str, Any] = field(default_factory=dict)
 
     def training_done(self, config: Config) -> bool:
         """True when no epoch is left to train: all of them ran, or early stopping ended it."""
@@ -107,6 +110,7 @@ def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
         "train_seconds": checkpoint.train_seconds,
         "partial_epoch_seconds": checkpoint.partial_epoch_seconds,
         "early_stopping": checkpoint.early_stopping,
+        "schedule": checkpoint.schedule,
         "has_best_weights": checkpoint.best_weights is not None,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -150,6 +154,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             train_seconds=float(meta["train_seconds"]),
             partial_epoch_seconds=float(meta["partial_epoch_seconds"]),
             early_stopping=dict(meta["early_stopping"]),
+            schedule=dict(meta.get("schedule", {})),
             model_variables=_group(arrays, "model"),
             optimizer_variables=_group(arrays, "optimizer"),
             metric_variables=_group(arrays, "metrics"),
@@ -199,12 +204,13 @@ class Checkpointer:
 
     def __init__(self, run: RunDir, model: Any, history: History,
                  early_stopping: EarlyStopping, progress: Progress, *, seed: int,
-                 fingerprint: str) -> None:
+                 fingerprint: str, schedule: LearningRateSchedule | None = None) -> None:
         self.path = run.checkpoint
         self.model = model
         self.history = history
         self.early_stopping = early_stopping
         self.progress = progress
+        self.schedule = schedule
         self.seed = seed
         self.fingerprint = fingerprint
         self.seconds_before = 0.0
@@ -237,6 +243,7 @@ class Checkpointer:
             partial_epoch_seconds=round(self.progress.state(), 4) if batches_done else 0.0,
             early_stopping=early_stopping,
             best_weights=best_weights,
+            schedule=self.schedule.state() if self.schedule is not None else {},
         )
 
     def save_epoch(self, epoch: int) -> None:
@@ -266,6 +273,8 @@ class Checkpointer:
         self.history.load_state(checkpoint.history)
         self.early_stopping.load_state(checkpoint.early_stopping, checkpoint.best_weights)
         self.progress.load_state(checkpoint.partial_epoch_seconds)
+        if self.schedule is not None:
+            self.schedule.load_state(checkpoint.schedule)
         self.seconds_before = checkpoint.train_seconds
         self.last_saved = (checkpoint.epochs_done, checkpoint.batches_done)
 

@@ -1,5 +1,6 @@
 """The events an engine reports (`engines.contract.EpochEvents`), passed on to the objects
-that own each piece of per-epoch state, in a fixed order: the history row, the progress
+that own each piece of per-epoch state, in a fixed order: (at an epoch's start, the
+learning-rate schedule sets the rate;) the history row, the schedule's update, the progress
 line, early stopping, the TensorBoard log (when there is one; before the checkpoint, so that
 a resume's `purge_step` drops the events of an epoch whose checkpoint never landed), then
 the checkpoint (which asks each of them for its state), then the observers a caller passed
@@ -17,6 +18,7 @@ from mnist_cli.training.checkpoints import Checkpointer
 from mnist_cli.training.early_stopping import EarlyStopping
 from mnist_cli.training.history import History, epoch_row
 from mnist_cli.training.progress import Progress
+from mnist_cli.training.schedules import LearningRateSchedule
 from mnist_cli.training.tensorboard import TensorBoardLog
 
 
@@ -36,8 +38,10 @@ class EpochEvents:
     def __init__(self, model: Any, history: History, progress: Progress,
                  early_stopping: EarlyStopping, checkpointer: Checkpointer,
                  tensorboard: TensorBoardLog | None = None,
-                 observers: Sequence[EpochObserver] = ()) -> None:
+                 observers: Sequence[EpochObserver] = (),
+                 schedule: LearningRateSchedule | None = None) -> None:
         self.model = model
+        self.schedule = schedule
         self.history = history
         self.progress = progress
         self.early_stopping = early_stopping
@@ -47,12 +51,16 @@ class EpochEvents:
         self.stopped_by: str | None = None  # the stop_reason of the observer that stopped it
 
     def epoch_started(self, epoch: int) -> None:
+        if self.schedule is not None:
+            self.schedule.epoch_started(epoch)
         self.progress.epoch_started(epoch)
 
     def epoch_ended(self, epoch: int, logs: Mapping[str, Any]) -> bool:
         row = epoch_row(epoch, logs, self.model.optimizer.learning_rate,
                         self.progress.seconds_in_epoch())
         self.history.append(row)
+        if self.schedule is not None:
+            self.schedule.update(row)
         self.progress.epoch_ended(row)
         stop = self.early_stopping.update(row)
         if self.tensorboard is not None:

@@ -47,6 +47,7 @@ from mnist_cli.training.engines.contract import EngineJob, PartialEpoch
 from mnist_cli.training.epochs import EpochEvents, EpochObserver
 from mnist_cli.training.history import History
 from mnist_cli.training.progress import Progress
+from mnist_cli.training.schedules import LearningRateSchedule
 from mnist_cli.training.tensorboard import TensorBoardLog, tensorboard_log
 
 
@@ -80,6 +81,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     backend = runtime.start(config.runtime.backend, verbose=verbose,
                             deterministic=config.runtime.deterministic)
     engine = engines.resolve_engine(config.train.engine, backend)
+    engines.check_augmentation(engine, backend, config.data.augment is not None)
     if engine == "fast":
         engines.check_resumable(checkpoint)
     engines.prepare_process(engine, backend)  # before anything compiles
@@ -107,13 +109,18 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     try:
         echo(f"Data: {data.source} - {len(data.y_train)} train, {len(data.y_val)} validation, "
              f"{len(data.y_test)} test")
+        if config.data.augment is not None and not run.augmentations.exists():
+            _write_augmentations(run, config, data)
         history = History(run.history)
         progress = Progress(config.train.epochs, echo=echo,
                             bar=ProgressBar(Output()) if progress_bar else None)
         early_stopping = EarlyStopping(config.train.early_stopping, model)
+        schedule = LearningRateSchedule(config.train.schedule, config.train.learning_rate,
+                                        config.train.epochs, model.optimizer)
         checkpointer = Checkpointer(run, model, history, early_stopping, progress,
                                     seed=config.seed,
-                                    fingerprint=data_fingerprint(data.x_train, data.y_train))
+                                    fingerprint=data_fingerprint(data.x_train, data.y_train),
+                                    schedule=schedule)
         if checkpoint is not None:
             checkpointer.restore(checkpoint)
         else:
@@ -122,7 +129,7 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         tensorboard = tensorboard_log(resolved, run.path, model, data.x_train, data.y_train,
                                       initial_epoch, echo)
         events = EpochEvents(model, history, progress, early_stopping, checkpointer,
-                             tensorboard, observers)
+                             tensorboard, observers, schedule)
         job = EngineJob(
             model=model, config=config, data=data, events=events,
             initial_epoch=initial_epoch,
@@ -174,6 +181,23 @@ def _open_run(config: Config, resolved: Config, resume: ResumePoint | None,
         raise
     echo(f"Run directory: {run.path}")
     return run
+
+
+def _write_augmentations(run: RunDir, config: Config, data: PreparedData) -> None:
+    """augmentations.png: a few training digits and their distortions in the first epochs,
+    so the user sees what the network is trained on."""
+    from mnist_cli.data.augment import preview
+
+    grid = preview(data.pixels_train, config.seed, config.data)
+    variants = grid.shape[1] - 1
+    captions = [f"digit {data.y_train[row]}" if column == 0 else f"epoch {column}"
+                for row in range(grid.shape[0]) for column in range(grid.shape[1])]
+    figure = plots.digit_grid_figure(
+        grid.reshape(-1, 28, 28), captions, per_row=variants + 1,
+        title=f"{config.name}: training digits and their distortions",
+        note="Each row: a training digit, then how it is distorted in epochs 1-"
+             f"{variants} (data.augment); validation and test digits are never distorted.")
+    save_with(run.augmentations, figure.savefig)
 
 
 def _partial_epoch(checkpoint: Checkpoint | None,

@@ -45,6 +45,15 @@ def resolve_engine(requested: str, backend: str) -> str:
     return requested
 
 
+def check_augmentation(engine: str, backend: str, augmenting: bool) -> None:
+    """The distortions (`data.augment`) are JAX code: they run inside the JAX fast engine's
+    compiled epoch and on the host for `fit`, but not inside TensorFlow's compiled epoch."""
+    if augmenting and engine == "fast" and backend == "tensorflow":
+        raise ConfigError(
+            "data.augment: the TensorFlow fast engine does not distort images (the "
+            "distortions are JAX code); use --backend jax, or --engine fit")
+
+
 def check_resumable(checkpoint: Checkpoint | None) -> None:
     """The fast engine continues from epoch ends only. A checkpoint saved in the middle of
     an epoch comes from the fit engine, whose run's config.yaml says `engine: fit`: it was
@@ -95,7 +104,7 @@ def prepare_process(engine: str, backend: str) -> None:
     """What an engine sets up before anything compiles in this process: the JAX fast
     engine's persistent compilation cache. Call once the backend is chosen."""
     if engine == "fast" and backend == "jax":
-        from mnist_cli.training.engines.jax_fast import enable_compile_cache
+        from mnist_cli.training.engines.jax_cache import enable_compile_cache
 
         enable_compile_cache()
 

@@ -64,6 +64,10 @@ class EpochProgram(Protocol):
     def write_back(self) -> None:
         """Make the Keras model's and optimizer's variables hold the current state."""
 
+    def start_epoch(self, epoch: int) -> None:
+        """Epoch `epoch` begins: take the learning rate the schedule just set on the Keras
+        optimizer, and the epoch whose distortions to draw (`data.augment`)."""
+
 
 @dataclass(frozen=True)
 class Batches:
@@ -174,6 +178,7 @@ def train_epochs(program: EpochProgram, events: EpochEvents, config: Config, ini
     events say so (early stopping, Ctrl-C)."""
     for epoch in range(initial_epoch, config.train.epochs):
         events.epoch_started(epoch)
+        program.start_epoch(epoch)
         count = batches_in_epoch(config.train, epoch, batches.count)
         order = batches.order(config.seed, epoch, config.train.shuffle, count)
         logs = program.run_epoch(order, lambda done, total, epoch=epoch: events.batch_ended(

@@ -15,6 +15,11 @@ A Keras callback turns fit's epochs into the contract's events and makes fit res
   uninterrupted epoch used, with its metric accumulators restored. Elsewhere an epoch
   stopped in its middle is trained again from its start.
 
+- Augmentation (`data.augment`): before each epoch the whole training array is distorted on
+  the host by the function the fast JAX engine runs on the device (`augment_epoch_on_host`,
+  keyed by (seed, epoch, row)), and `model.fit` trains that one epoch on it; the shuffling
+  rule is unchanged, so both engines see the same distorted images in the same batches.
+
 Import this module only after `runtime.start()`: it imports Keras.
 """
 
@@ -25,6 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from mnist_cli.errors import ConfigError
 from mnist_cli.keras_compat import sync_jax_state
 from mnist_cli.metrics import one_hot
 from mnist_cli.training import interrupt
@@ -122,12 +128,23 @@ def train(job: EngineJob) -> None:
         )
         return callback.stopped
 
+    def features(epoch: int) -> np.ndarray:
+        """The training features epoch `epoch` trains on: distorted anew with `data.augment`."""
+        if config.data.augment is None:
+            return x_train
+        try:
+            from mnist_cli.data.augment import augment_epoch_on_host
+        except ImportError:
+            raise ConfigError("data.augment: distorting images needs JAX: "
+                              'pip install -e ".[jax]"') from None
+        return augment_epoch_on_host(data.pixels_train, config.seed, epoch, config.data)
+
     def fit_rows(epoch: int, first_batch: int = 0, **callback_options: Any) -> bool:
         """One epoch from batch `first_batch` to its last (or its budget's), in its order."""
         batches = batches_in_epoch(config.train, epoch, count)
         rows = epoch_order(config.seed, epoch, count, shuffle)[
             first_batch * batch_size: batches * batch_size]
-        return fit(x_train[rows], y_train[rows], epoch, epoch + 1, shuffle=False,
+        return fit(features(epoch)[rows], y_train[rows], epoch, epoch + 1, shuffle=False,
                    batches=batches, first_batch=first_batch, single_epoch=True,
                    **callback_options)
 
@@ -138,6 +155,14 @@ def train(job: EngineJob) -> None:
             return
         epoch += 1
     full = batches_per_epoch(count, batch_size)
+    if config.data.augment is not None:  # one fit per epoch, each on its own distortions
+        for each in range(epoch, epochs):
+            if batches_in_epoch(config.train, each, count) < full:
+                fit_rows(each)
+                return
+            if fit(features(each), y_train, each, each + 1, shuffle=shuffle, batches=full):
+                return
+        return
     whole_epochs = epochs if batches_in_epoch(config.train, epochs - 1, count) == full \
         else epochs - 1
     if epoch < whole_epochs:

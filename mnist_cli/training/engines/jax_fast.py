@@ -48,8 +48,16 @@ step's batch is cut into one equal part per device; XLA partitions the compiled 
 accordingly and sums the gradients across the devices. The padding rows of the last batch
 keep every part the same size.
 
-`enable_compile_cache` turns on JAX's persistent compilation cache, so a second run of
-the same config reads the compiled epoch from disk instead of compiling it again.
+Augmentation (`data.augment`): the training pixels go to the device as they are (uint8,
+before preprocessing) and every step distorts its batch with `augmented_features`
+(`data/augment.py`), keyed by (seed, epoch, row), inside the compiled epoch; the epoch is
+an argument of the program, so one compiled program serves every epoch. Distortions move
+ink onto the border, so the dead-column shortcut is off then.
+
+A learning-rate schedule sets the Keras optimizer's rate at each epoch start; `start_epoch`
+copies it into the optimizer values the program carries.
+
+The compile cache (`jax_cache`) lets a second run of the same config skip compiling.
 
 Import this module only after `runtime.start()` chose JAX.
 """
@@ -57,9 +65,7 @@ Import this module only after `runtime.start()` chose JAX.
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -70,6 +76,7 @@ import numpy as np
 from mnist_cli import runtime
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
+from mnist_cli.data.augment import augmented_features
 from mnist_cli.keras_compat import is_plain_dense
 from mnist_cli.model import per_sample_loss, regularization_penalty
 from mnist_cli.training.engines.contract import EngineJob
@@ -92,51 +99,6 @@ DEAD_COLUMNS_MIN_EPOCHS = 2
 # progress bar moves inside it; a smaller epoch stays one program. Decided from the config
 # alone, so a run computes the same way on a terminal, in a pipe and when resumed.
 PIECE_MULTIPLY_ADDS = 5e11
-
-CACHE_VARIABLE = "MNIST_CLI_JAX_CACHE"
-CACHE_OFF = ("", "0", "off", "false", "no", "none")
-# Compiled programs that took less than this are not written to the cache (JAX's default
-# of 1 s would leave out the epoch program itself on a fast CPU).
-CACHE_MIN_COMPILE_SECONDS = 0.1
-
-
-def compile_cache_folder() -> Path | None:
-    """Where the fast engine keeps compiled programs: `$MNIST_CLI_JAX_CACHE` (off, 0 or
-    empty: no cache), else `$XDG_CACHE_HOME/mnist-cli/jax`, else `~/.cache/mnist-cli/jax`."""
-    chosen = os.environ.get(CACHE_VARIABLE)
-    if chosen is not None:
-        return None if chosen.strip().lower() in CACHE_OFF else Path(chosen).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mnist-cli" / "jax"
-
-
-def enable_compile_cache() -> Path | None:
-    """Turn on JAX's persistent compilation cache; return its folder, or None.
-
-    Call before the first compilation of the process. A folder set by the user for JAX
-    itself (`JAX_COMPILATION_CACHE_DIR`) wins unless `MNIST_CLI_JAX_CACHE` is set too. A
-    cache that cannot be created or written is skipped: it only saves time, and training
-    must not fail for it.
-    """
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and CACHE_VARIABLE not in os.environ:
-        return Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
-    folder = compile_cache_folder()
-    if folder is None:
-        return None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return None
-    try:
-        jax.config.update("jax_compilation_cache_dir", str(folder))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                          CACHE_MIN_COMPILE_SECONDS)
-    except (AttributeError, ValueError):  # a JAX without these options: run uncached
-        return None
-    return folder
-
 
 @jax.custom_vjp
 def input_matmul(inputs: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -184,6 +146,11 @@ class JaxEpochs:
         self.optimizer = model.optimizer
         self.batches = batches
         self.loss = per_sample_loss(config.train)
+        self.data_config = config.data
+        self.seed = config.seed
+        self.learning_rate_position = next(
+            (position for position, variable in enumerate(self.optimizer.variables)
+             if variable is self.optimizer.learning_rate), None)
         self.has_validation = len(data.y_val) > 0
         self.layer_slices = self._layer_slices(model)
         self.takes_training = ["training" in inspect.signature(layer.call).parameters
@@ -192,6 +159,8 @@ class JaxEpochs:
         self.first_dense = first if is_plain_dense(first) else None
 
         encoded = encode_features(data.pixels_train, data.pixel_table)
+        if config.data.augment is not None:  # distorted pixels are preprocessed on the device
+            encoded = EncodedFeatures(np.ascontiguousarray(data.pixels_train, np.uint8), None)
         trainable = [np.asarray(variable.value) for variable in model.trainable_variables]
         optimizer_values = [np.asarray(variable.value) for variable in self.optimizer.variables]
         self.live: np.ndarray | None = None
@@ -200,7 +169,9 @@ class JaxEpochs:
         self.kernel_slots: list[int] = []
         # Decided from the config, not from the epochs left: a resumed run must compute
         # exactly as the uninterrupted one did (the two ways round floats differently).
-        if (self.first_dense is not None and config.train.epochs >= DEAD_COLUMNS_MIN_EPOCHS
+        # A distorted digit moves ink into any column: no column is dead then.
+        if (self.first_dense is not None and config.data.augment is None
+                and config.train.epochs >= DEAD_COLUMNS_MIN_EPOCHS
                 and encoded.values.ndim == 2 and _dead_columns_are_exact(model)):
             self._drop_dead_columns(encoded, trainable, optimizer_values)
         # np.take, unlike x[:, live], returns a C-contiguous array, and twice as fast.
@@ -227,6 +198,7 @@ class JaxEpochs:
             self.batch_split = NamedSharding(mesh, PartitionSpec(None, "batch"))
         # NumPy arrays go to the device with `device_put`: converting dtypes or slicing on
         # the device would compile one small program each.
+        self.replicated = replicated
         self.state = (jax.device_put(trainable, replicated),
                       jax.device_put(non_trainable, replicated),
                       jax.device_put(optimizer_values, replicated))
@@ -240,6 +212,7 @@ class JaxEpochs:
             "validation_table": None,
             "frozen_kernel": None if self.live is None else self.full_values[0],
             "live": None if self.live is None else self.live.astype(np.int32),
+            "epoch": np.int32(0),
         }
         if self.has_validation:
             validation = encode_features(data.pixels_val, data.pixel_table)
@@ -335,7 +308,11 @@ class JaxEpochs:
     def _step(self, carry: tuple, batch: tuple, device: dict) -> tuple[tuple, None]:
         trainable, non_trainable, optimizer_values, loss_sum, correct_sum = carry
         rows, weights = batch
-        inputs = self._decode(device["pixels"][rows], device["table"])
+        if self.data_config.augment is not None:
+            inputs = augmented_features(device["pixels"][rows], rows, self.seed,
+                                        device["epoch"], self.data_config)
+        else:
+            inputs = self._decode(device["pixels"][rows], device["table"])
         labels = device["labels"][rows]
         targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
 
@@ -408,6 +385,16 @@ class JaxEpochs:
                 on_batches(end, total)
         self.state, metrics = self._metrics(carry, self.batches.rows_in(order), self.device)
         return epoch_logs(metrics)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.device["epoch"] = jax.device_put(np.int32(epoch), self.replicated)
+        if self.learning_rate_position is not None:
+            trainable, non_trainable, optimizer_values = self.state
+            optimizer_values = list(optimizer_values)
+            rate = np.asarray(self.optimizer.learning_rate.value)
+            optimizer_values[self.learning_rate_position] = jax.device_put(rate,
+                                                                           self.replicated)
+            self.state = (trainable, non_trainable, optimizer_values)
 
     def _split(self, batches: np.ndarray) -> Any:
         """Batches as they go to the device: split across the devices when there are several."""

@@ -18,6 +18,9 @@ updates in place, the Dropout layers' seed generator states included, so the var
 are current after every epoch without copying anything back (`write_back` has nothing to
 do), and a resumed run continues from the saved states.
 
+It does not distort images (`data.augment`, JAX code): `engines.check_augmentation` refuses
+that before any data is loaded.
+
 The dead-column shortcut of the JAX engine is not used here: it would need a second,
 narrower copy of the model's first layer and of its optimizer slots.
 
@@ -124,6 +127,9 @@ class TensorFlowEpochs:
 
     def write_back(self) -> None:
         """Nothing to copy: the compiled program updated the Keras variables in place."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Nothing to take: the program reads the learning-rate variable itself."""
 
 
 def train(job: EngineJob) -> None:
