@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import tempfile
 import zipfile
 import zlib
@@ -217,10 +218,14 @@ def fetch_with_keras(dataset: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
 def _download_quietly(dataset: str) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """`fetch_with_keras` without its "Downloading data from ..." lines, and, when it fails,
     without the empty cache folders it made."""
+    from mnist_cli import runtime
+
+    if "keras" not in sys.modules:  # a dry run: choose the backend as a command would
+        runtime.activate_backend("auto")
     cache = keras_cache_candidates(dataset)[0]
     made = [folder for folder in (cache.parent.parent, cache.parent) if not folder.exists()]
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), runtime.native_stderr_captured():
             return fetch_with_keras(dataset)
     except BaseException:
         for folder in reversed(made):
