@@ -27,6 +27,11 @@ ERROR_GRID_LIMIT = 30
 ERROR_GRID_PER_ROW = 10
 
 
+def score_word(config: Config) -> str:
+    """What an output number is: a probability after a softmax, else only a score."""
+    return "probability" if config.model.outputs_probabilities else "score"
+
+
 def index_words(config: Config) -> str:
     """What a test digit's index counts, in words, for the captions."""
     if config.data.split == "pooled":

@@ -15,10 +15,11 @@ from mnist_cli.artifacts import (
     ERROR_GRID_LIMIT,
     ERROR_GRID_PER_ROW,
     index_words,
+    score_word,
     write_error_grid,
 )
 from mnist_cli.atomic_files import write_text_atomic
-from mnist_cli.config import NUM_CLASSES, Config
+from mnist_cli.config import NUM_CLASSES
 from mnist_cli.errors import UsageError
 from mnist_cli.inspection.source import ModelSource, load_model, load_split, model_outputs
 from mnist_cli.metrics import TOP_COUNT, select_errors, top_predictions
@@ -123,11 +124,6 @@ def show_errors(source: ModelSource, limit: int = ERROR_GRID_LIMIT,
     table = picture.with_suffix(".csv")
     write_text_atomic(table, predictions_csv_text(data.labels, outputs, data.index, positions))
     return ErrorsResult(total, len(positions), shown, picture, table)
-
-
-def score_word(config: Config) -> str:
-    """What an output number is: a probability after a softmax, else only a score."""
-    return "probability" if config.model.outputs_probabilities else "score"
 
 
 def _selection_words(true_digit: int | None, predicted_digit: int | None) -> str:

@@ -259,7 +259,7 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
     ).savefig)
     artifacts.write_error_grid(
         run.errors, data.x_test, data.y_test, outputs, data.test_index, config.name,
-        score="probability" if config.model.outputs_probabilities else "score",
+        score=artifacts.score_word(config),
         index_of=artifacts.index_words(config))
     if tensorboard is not None:
         tensorboard.finish(epochs_run, run.errors, metrics)
