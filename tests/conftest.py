@@ -155,3 +155,20 @@ def start_mnist_serve(output_root: Path, *arguments: str) -> tuple[subprocess.Po
             break
     process.kill()
     raise AssertionError(f"mnist serve did not start: {process.stderr.read()}")
+
+
+def stop_after_epoch(monkeypatch: pytest.MonkeyPatch, last: int):
+    """Make training stop, as a first Ctrl-C does, once epoch `last` (0-based) is
+    checkpointed. Returns the real `Checkpointer.save_epoch`, to put back before a resume."""
+    from mnist_cli.training import interrupt
+    from mnist_cli.training.checkpoints import Checkpointer
+
+    save_epoch = Checkpointer.save_epoch
+
+    def save_then_stop(self, epoch):
+        save_epoch(self, epoch)
+        if epoch == last:
+            interrupt.request_stop()
+
+    monkeypatch.setattr(Checkpointer, "save_epoch", save_then_stop)
+    return save_epoch

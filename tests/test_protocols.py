@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_tiny_config
+from conftest import stop_after_epoch, write_tiny_config
 
 from mnist_cli.cli import cli
 from mnist_cli.config import DataConfig, load_config
@@ -18,7 +18,6 @@ from mnist_cli.data import load_raw, prepare, preprocess
 from mnist_cli.metrics import loss_from_probabilities
 from mnist_cli.runs import read_history
 from mnist_cli.runtime import activate_backend
-from mnist_cli.training import interrupt
 from mnist_cli.training.checkpoints import Checkpointer
 
 
@@ -175,14 +174,7 @@ def test_an_unshuffled_budgeted_run_resumes_exactly(tmp_path, mnist_path, monkey
               "train": {"steps": 40, "shuffle": False, "engine": engine}}
     reference = read_history(train(tmp_path, mnist_path, "whole", **change) / "history.csv")
 
-    original = Checkpointer.save_epoch
-
-    def stop_after_the_first_epoch(self, epoch):
-        original(self, epoch)
-        if epoch == 0:
-            interrupt.request_stop()
-
-    monkeypatch.setattr(Checkpointer, "save_epoch", stop_after_the_first_epoch)
+    original = stop_after_epoch(monkeypatch, 0)
     config = write_tiny_config(tmp_path / "stopped.yaml", mnist_path, tmp_path / "stopped",
                                name="stopped", **change)
     assert CliRunner().invoke(cli, ["train", "-c", str(config)]).exit_code == 130

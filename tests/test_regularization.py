@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_tiny_config
+from conftest import stop_after_epoch, write_tiny_config
 
 from mnist_cli.config import Config
 from mnist_cli.runtime import activate_backend, resolve_backend
@@ -247,7 +247,6 @@ def test_a_run_with_every_option_stopped_after_an_epoch_resumes_exactly(tmp_path
     """The moving statistics are non-trainable variables: written back after each epoch,
     checkpointed, and continued on resume (val_loss reads them), on the JAX fast engine."""
     from mnist_cli.cli import cli
-    from mnist_cli.training import interrupt
     from mnist_cli.training.checkpoints import Checkpointer
 
     config_path = write_tiny_config(tmp_path / "bn.yaml", mnist_path, tmp_path / "unused",
@@ -255,14 +254,7 @@ def test_a_run_with_every_option_stopped_after_an_epoch_resumes_exactly(tmp_path
     runner = CliRunner()
     whole = runner.invoke(cli, ["train", "-c", str(config_path), "--out", str(tmp_path / "a")])
     assert whole.exit_code == 0, whole.output
-    save_epoch = Checkpointer.save_epoch
-
-    def stop_after_the_first_epoch(self, epoch):
-        save_epoch(self, epoch)
-        if epoch == 0:
-            interrupt.request_stop()
-
-    monkeypatch.setattr(Checkpointer, "save_epoch", stop_after_the_first_epoch)
+    save_epoch = stop_after_epoch(monkeypatch, 0)
     stopped = runner.invoke(cli, ["train", "-c", str(config_path), "--out", str(tmp_path / "b")])
     assert stopped.exit_code == 130, stopped.output
     monkeypatch.setattr(Checkpointer, "save_epoch", save_epoch)

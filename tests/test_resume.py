@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import stop_after_epoch
 from PIL import Image
 
 from mnist_cli.atomic_files import is_temporary
@@ -39,8 +40,7 @@ from mnist_cli.cli import cli
 from mnist_cli.config import load_config
 from mnist_cli.runs import CHECKPOINT_FILE, read_history
 from mnist_cli.runtime import resolve_backend
-from mnist_cli.training import interrupt
-from mnist_cli.training.checkpoints import Checkpointer, read_checkpoint
+from mnist_cli.training.checkpoints import read_checkpoint
 
 if resolve_backend("auto") != "jax":
     pytest.skip("exact resume is a property of the JAX backend", allow_module_level=True)
@@ -286,14 +286,7 @@ def test_stop_at_an_epoch_end_and_a_full_disk_then_resume(engine, request, monke
     output_root = folder / f"in-process-{engine}"
     runner = CliRunner()
 
-    original_save = Checkpointer.save_epoch
-
-    def stop_after_epoch_2(self, epoch):
-        original_save(self, epoch)
-        if epoch == 1:
-            interrupt.request_stop()
-
-    monkeypatch.setattr(Checkpointer, "save_epoch", stop_after_epoch_2)
+    stop_after_epoch(monkeypatch, 1)
     result = runner.invoke(cli, ["train", "-c", str(config_path), "--out", str(output_root)])
     assert result.exit_code == 130, result.output
     assert "with epochs 1-2 of 6 saved" in result.output

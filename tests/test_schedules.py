@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_tiny_config
+from conftest import stop_after_epoch, write_tiny_config
 
 from mnist_cli.cli import cli
 from mnist_cli.config import Schedule
 from mnist_cli.runs import read_history
 from mnist_cli.runtime import activate_backend
-from mnist_cli.training import interrupt
 from mnist_cli.training.checkpoints import Checkpointer
 from mnist_cli.training.schedules import LearningRateSchedule, scheduled_rate
 
@@ -102,14 +101,7 @@ def test_history_shows_the_rate_of_each_epoch_and_a_resumed_run_is_the_uninterru
     reference = read_history(train(tmp_path, mnist_path, "whole", **SECTIONS) / "history.csv")
     assert [row["learning_rate"] for row in reference] == [0.001, 0.001, 0.0005]
 
-    original = Checkpointer.save_epoch
-
-    def stop_after_the_first_epoch(self, epoch):
-        original(self, epoch)
-        if epoch == 0:
-            interrupt.request_stop()
-
-    monkeypatch.setattr(Checkpointer, "save_epoch", stop_after_the_first_epoch)
+    original = stop_after_epoch(monkeypatch, 0)
     config = write_tiny_config(tmp_path / "stopped.yaml", mnist_path, tmp_path / "stopped",
                                name="stopped", **SECTIONS)
     assert CliRunner().invoke(cli, ["train", "-c", str(config)]).exit_code == 130

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_tiny_config
+from conftest import stop_after_epoch, write_tiny_config
 
 from mnist_cli.cli import cli
 from mnist_cli.runs import read_history
@@ -122,14 +122,7 @@ def test_a_resumed_run_continues_the_curves_without_duplicate_steps(tmp_path, mn
     checkpointed; the second resume trains epoch 4 again and its first values are dropped."""
     config = config_file(tmp_path, mnist_path)
     runner = CliRunner()
-    original_save = Checkpointer.save_epoch
-
-    def stop_after_epoch_2(self, epoch):
-        original_save(self, epoch)
-        if epoch == 1:
-            interrupt.request_stop()
-
-    monkeypatch.setattr(Checkpointer, "save_epoch", stop_after_epoch_2)
+    original_save = stop_after_epoch(monkeypatch, 1)
     result = runner.invoke(cli, ["train", "-c", str(config)])
     assert result.exit_code == 130, result.output
     monkeypatch.undo()
