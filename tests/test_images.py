@@ -442,6 +442,25 @@ def test_dim_photo_with_a_glint_of_glare():
     assert aligned_correlation(prepared, prepare_digit(drawn)) > 0.95
 
 
+def test_an_unevenly_lit_photo_is_read_and_an_unevenly_lit_empty_page_is_blank(tmp_path):
+    """A lamp to one side: the paper goes from 120 to 220 across the page, more than the
+    pencil's 70 levels. The lighting is neither ink nor noise."""
+    drawn = np.asarray(draw_synthetic_digit(4, side=240, width=16)).astype(np.float64)
+    light = np.add.outer(np.linspace(0, 30, 320), np.linspace(120, 190, 320))
+    noise = np.random.default_rng(3).normal(0.0, 5.0, light.shape)
+    page = light.copy()
+    page[40:280, 40:280] -= drawn * (70 / 255)
+    Image.fromarray(np.clip(page + noise, 0, 255).astype(np.uint8)).save(
+        tmp_path / "lamp.jpg", quality=70)
+    prepared = load_digit_image(tmp_path / "lamp.jpg")
+    assert_mnist_form(prepared)
+    assert aligned_correlation(prepared, prepare_digit(drawn)) > 0.9
+    Image.fromarray(np.clip(light + noise, 0, 255).astype(np.uint8)).save(
+        tmp_path / "empty.jpg", quality=70)
+    with pytest.raises(ImageError, match="blank"):
+        load_digit_image(tmp_path / "empty.jpg")
+
+
 def test_float_input_in_zero_to_one_matches_uint8():
     digit = mnist_like_digits(1)[0]
     from_float = prepare_digit(digit.astype(np.float32) / 255.0)

@@ -152,36 +152,55 @@ def _reduce_array(values: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(values).reduce(factor), dtype=np.float32)
 
 
-def _border_pixels(values: np.ndarray) -> np.ndarray:
-    """The pixels of a band around the edge, where a centred digit's background shows."""
-    height, width = values.shape
+def _border_mask(shape: tuple[int, int]) -> np.ndarray:
+    """True on a band around the edge, where a centred digit's background shows."""
+    height, width = shape
     band = max(1, int(min(height, width) * BORDER_FRACTION))
-    if 2 * band >= min(height, width):
-        return values.ravel()
-    return np.concatenate(
-        [
-            values[:band, :].ravel(),
-            values[-band:, :].ravel(),
-            values[band:-band, :band].ravel(),
-            values[band:-band, -band:].ravel(),
-        ]
-    )
+    mask = np.ones(shape, dtype=bool)
+    if 2 * band < min(height, width):
+        mask[band:-band, band:-band] = False
+    return mask
+
+
+def _background_surface(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """The paper's level at every pixel and the noise's standard deviation around it.
+
+    The paper of a photo is rarely evenly lit: its level is fitted to the border band as a
+    bilinear surface `a + b x + c y + d x y`, twice, the second time without the border
+    pixels far from the first fit (a digit touching the edge). The noise is the robust
+    spread (median absolute deviation) of the border around the surface. An evenly lit
+    page gives a flat surface at the border's level."""
+    height, width = values.shape
+    rows, columns = np.nonzero(_border_mask(values.shape))
+    y = rows / max(height - 1, 1) - 0.5
+    x = columns / max(width - 1, 1) - 0.5
+    design = np.stack([np.ones_like(x), x, y, x * y], axis=1)
+    levels = values[rows, columns].astype(np.float64)
+    keep = np.ones(len(levels), dtype=bool)
+    for _ in range(2):
+        coefficients = np.linalg.lstsq(design[keep], levels[keep], rcond=None)[0]
+        residuals = levels - design @ coefficients
+        spread = 1.4826 * float(np.median(np.abs(residuals[keep] - np.median(residuals[keep]))))
+        keep = np.abs(residuals) <= max(3.0 * spread, 1.0)
+    grid_y = (np.arange(height) / max(height - 1, 1) - 0.5)[:, None]
+    grid_x = (np.arange(width) / max(width - 1, 1) - 0.5)[None, :]
+    a, b, c, d = coefficients
+    surface = a + b * grid_x + c * grid_y + d * grid_x * grid_y
+    return surface.astype(np.float32), spread
 
 
 def _ink_above_background(values: np.ndarray, source_name: str) -> np.ndarray:
     """Background to 0 and ink positive, whatever the polarity; raise if there is no ink.
 
-    The background level is the median of the border band, robust to a digit touching the
-    edge, and its noise is estimated from the same pixels (median absolute deviation). The
-    ink's polarity is the side of the background that holds more intensity beyond the noise:
+    The background is the paper's level fitted to the border band (`_background_surface`:
+    uneven lighting is not mistaken for ink or for noise), robust to a digit touching the
+    edge, and its noise is estimated from the same pixels. The ink's polarity is the side of the background that holds more intensity beyond the noise:
     more robust than comparing with mid-grey (a dim photo of white paper is below mid-grey)
     or with the darkest and lightest pixel (a single glint of glare would win).
     """
-    border = _border_pixels(values)
-    background = float(np.median(border))
-    noise_sigma = 1.4826 * float(np.median(np.abs(border - background)))
+    background, noise_sigma = _background_surface(values)
     noise_floor = NOISE_FLOOR_SIGMAS * noise_sigma
-    deviation = values - np.float32(background)
+    deviation = values - background
     light_mass = float(np.clip(deviation - noise_floor, 0.0, None).sum())
     dark_mass = float(np.clip(-deviation - noise_floor, 0.0, None).sum())
     ink = -deviation if dark_mass > light_mass else deviation
