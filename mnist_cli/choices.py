@@ -25,4 +25,6 @@ RUN_SORT_KEYS = ("date", "accuracy")  # `mnist runs --sort`
 EXPORT_FORMATS = ("onnx", "saved_model", "litert")  # `mnist export --format`
 SWEEP_SAMPLERS = ("grid", "random", "tpe")  # `mnist sweep`: how the next trial is chosen
 SWEEP_PRUNERS = ("none", "median", "successive_halving")
-SWEEP_METRICS = ("val_accuracy", "val_loss")  # never a test-set metric: that would be tuning on it
+# Never a test-set metric: that would be tuning on it. The training ones are for repeating a
+# config that holds out no validation set (`--seeds`), where nothing is chosen.
+SWEEP_METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")

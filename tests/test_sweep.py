@@ -364,10 +364,13 @@ def test_two_workers_share_one_postgresql_study(tmp_path, mnist_path, postgres_u
 
 
 def test_seeds_reports_mean_and_standard_deviation(tmp_path, mnist_path):
+    """Also for a config that holds out no validation set (the record config's case): its
+    trials record the training accuracy."""
     config = write_tiny_config(tmp_path / "config.yaml", mnist_path, tmp_path / "unused",
                                train={"epochs": 1, "batch_size": 100}, seed=5,
                                model={"layers": [784, 16, 10]},
-                               data={"subset": {"train": 1000, "test": 200}})
+                               data={"subset": {"train": 1000, "test": 200},
+                                     "validation_split": 0})
     result = CliRunner().invoke(cli, ["sweep", "--seeds", "2", "-c", str(config),
                                       "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
@@ -382,6 +385,7 @@ def test_seeds_reports_mean_and_standard_deviation(tmp_path, mnist_path):
     assert summary["test_accuracy"]["std"] == pytest.approx(statistics.stdev(accuracies))
     assert summary["test_accuracy"]["count"] == 2
     assert "test_accuracy" in result.output and "±" in result.output
+    assert yaml.safe_load((folder / "sweep.yaml").read_text())["metric"] == "accuracy"
 
 
 @pytest.mark.parametrize(("settings", "message"), [

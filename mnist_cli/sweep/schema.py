@@ -231,6 +231,7 @@ def seeds_sweep(config: Config, seeds: int) -> SavedSweep:
         space={"seed": Parameter(choices=[config.seed + index for index in range(seeds)])},
         sampler="grid",
         trials=seeds,
+        metric="val_accuracy" if config.data.validation_split > 0 else "accuracy",
     )
     return saved_sweep(settings, config, "--seeds")
 
