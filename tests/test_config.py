@@ -13,6 +13,7 @@ from mnist_cli.config import load_config
 from mnist_cli.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
 
 def write_config(folder: Path, text: str) -> Path:
@@ -26,6 +27,20 @@ def test_every_bundled_config_validates():
     for path in CONFIGS:
         config = load_config(path)
         assert config.model.stack()[0] == 784 and config.model.stack()[-1] == 10
+
+
+def test_every_bundled_sweep_validates_and_a_committee_repeats_its_config_by_seed():
+    from mnist_cli.sweep.schema import load_sweep_file
+
+    sweeps = {path.stem: load_sweep_file(path) for path in SWEEPS}
+    assert "keras-lr-width" in sweeps
+    for name in ("dense-record-committee", "dense-augmented-committee"):
+        committee = sweeps[name]
+        assert committee.grid() == {"seed": [0, 1, 2, 3, 4]}
+        base = load_config(CONFIGS[0].parent / f"{name.removesuffix('-committee')}.yaml")
+        assert committee.base_config == base.to_dict()
+    # The record config holds out no validation set: its committee records training accuracy.
+    assert sweeps["dense-record-committee"].metric == "accuracy"
 
 
 def test_bundled_recipes_match_the_tutorials():
