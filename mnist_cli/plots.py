@@ -211,9 +211,12 @@ def predictions_figure(
     network_inputs: Sequence[np.ndarray],
     probabilities: Sequence[Sequence[float]],
     title: str,
+    score: str = "probability",
 ) -> Figure:
     """One row per image: the file as given, the 28x28 input the network received, and the
-    probability of every digit, the predicted one highlighted.
+    probability of every digit, the predicted one highlighted. `score` names the numbers:
+    "probability" (a softmax's, shown as percentages) or "score" (any other output layer's,
+    shown as they are, on an axis that holds them all).
 
     Seeing the network's input next to the original is what explains a surprising answer:
     a digit cropped badly, a stroke lost to binarizing, the background taken for ink.
@@ -240,12 +243,15 @@ def predictions_figure(
         colours = ["#d0d0d0"] * len(values)
         colours[best] = "#2171b5"
         bar_axes.bar(range(len(values)), values, color=colours)
-        bar_axes.set_ylim(0, 1.12)
+        low, high = min(0.0, float(values.min())), max(1.0, float(values.max()))
+        bar_axes.set_ylim(low, high + 0.12 * (high - low))
         bar_axes.set_xticks(range(len(values)))
-        bar_axes.set_yticks([0, 0.5, 1])
+        if score == "probability":
+            bar_axes.set_yticks([0, 0.5, 1])
         bar_axes.tick_params(labelsize=8)
-        bar_axes.set_ylabel("probability", fontsize=8)
-        bar_axes.text(best, values[best] + 0.03, f"{values[best]:.0%}", ha="center",
+        bar_axes.set_ylabel(score, fontsize=8)
+        label = f"{values[best]:.0%}" if score == "probability" else f"{values[best]:.2f}"
+        bar_axes.text(best, values[best] + 0.03 * (high - low), label, ha="center",
                       fontsize=8, color="#08306b")
         bar_axes.set_title(f"predicted {best}", fontsize=9, fontweight="bold")
         bar_axes.spines[["top", "right"]].set_visible(False)

@@ -437,6 +437,22 @@ def test_predict_draws_what_it_saw(run, user_images, tmp_path):
                           ".png")
 
 
+def test_the_predictions_figure_names_scores_and_shows_them_whole():
+    """Without a softmax the numbers are scores, not probabilities: the axis says so and
+    holds negative and large ones (a linear output layer's)."""
+    from mnist_cli.plots import predictions_figure
+
+    pixels = np.zeros((28, 28), np.uint8)
+    scores = [-0.8, 0.1, 1.7, 0, 0, 0, 0, 0, 0, 0.2]
+    for word, values in (("score", scores), ("probability", [0.1] * 10)):
+        figure = predictions_figure(["a.png"], [pixels], [pixels], [values], "title", word)
+        bars = figure.axes[2]
+        assert bars.get_ylabel() == word
+        low, high = bars.get_ylim()
+        assert low <= min(values) and high >= max(values)
+        assert bars.texts[0].get_text() == ("1.70" if word == "score" else "10%")
+
+
 def test_predict_names_preprocessed_images_apart(run, user_images, tmp_path):
     source = user_images[0].path
     for folder in ("a", "b"):

@@ -223,9 +223,11 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
                 click.echo(format_prediction(
                     result, width, source.config.model.outputs_probabilities))
     if plot_path is not None and len(failures) < len(results):
+        from mnist_cli.artifacts import score_word
         from mnist_cli.inspection.prediction import write_predictions_figure
 
-        written = write_predictions_figure(results, plot_path, source.name)
+        written = write_predictions_figure(results, plot_path, source.name,
+                                           score_word(source.config))
         if not as_json:
             click.echo(f"Wrote {written}")
     for result in failures:

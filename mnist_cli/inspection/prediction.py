@@ -132,9 +132,9 @@ def _thumbnail(path: Path, side: int = 160) -> np.ndarray:
 
 
 def write_predictions_figure(results: Sequence[ImagePrediction], path: str | Path,
-                             name: str) -> Path:
+                             name: str, score: str = "probability") -> Path:
     """`mnist predict --plot`: each classified image, its network input and the probability
-    of every digit, saved atomically as a PNG."""
+    (or, without a softmax, the score) of every digit, saved atomically as a PNG."""
     from mnist_cli import plots
 
     path = require_png(path, "--plot")
@@ -147,6 +147,7 @@ def write_predictions_figure(results: Sequence[ImagePrediction], path: str | Pat
         [result.network_input for result in classified],
         [result.all_probabilities for result in classified],
         f"{name}: what the network saw and what it answered",
+        score,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_with(path, figure.savefig)
