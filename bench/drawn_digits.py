@@ -115,7 +115,8 @@ def show(image: Image.Image, showing: str, rng: np.random.Generator) -> tuple[Im
         page = Image.new("L", (480, 360), 255)
         small = image.resize((90, 90), Image.Resampling.LANCZOS)
         corner = [(10, 10), (380, 10), (10, 260), (380, 260)][rng.integers(4)]
-        page.paste(small, (corner[0] + int(rng.integers(0, 20)), corner[1] + int(rng.integers(0, 20))))
+        offset = rng.integers(0, 20, 2)
+        page.paste(small, (corner[0] + int(offset[0]), corner[1] + int(offset[1])))
         return page, "PNG"
     if showing == "tilted":
         angle = rng.uniform(20, 30) * rng.choice([-1, 1])

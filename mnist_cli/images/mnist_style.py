@@ -194,9 +194,10 @@ def _ink_above_background(values: np.ndarray, source_name: str) -> np.ndarray:
 
     The background is the paper's level fitted to the border band (`_background_surface`:
     uneven lighting is not mistaken for ink or for noise), robust to a digit touching the
-    edge, and its noise is estimated from the same pixels. The ink's polarity is the side of the background that holds more intensity beyond the noise:
-    more robust than comparing with mid-grey (a dim photo of white paper is below mid-grey)
-    or with the darkest and lightest pixel (a single glint of glare would win).
+    edge, and its noise is estimated from the same pixels. The ink's polarity is the side
+    of the background that holds more intensity beyond the noise: more robust than
+    comparing with mid-grey (a dim photo of white paper is below mid-grey) or with the
+    darkest and lightest pixel (a single glint of glare would win).
     """
     background, noise_sigma = _background_surface(values)
     noise_floor = NOISE_FLOOR_SIGMAS * noise_sigma

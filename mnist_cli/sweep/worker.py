@@ -319,8 +319,9 @@ class Worker:
         if value is None:
             self.study.tell(job.number, state=states.FAIL, skip_if_finished=True)
             raise SweepTrialError(f"{name}: no {self.sweep.metric} to optimise: the sweep's "
-                                  "base config needs a validation split (data.validation_split), or "
-                                  "the sweep metric: accuracy (the training accuracy)")
+                                  "base config needs a validation split "
+                                  "(data.validation_split), or the sweep metric: accuracy "
+                                  "(the training accuracy)")
         self.study.tell(job.number, value, skip_if_finished=True)
         self.echo(f"{name}: {self.sweep.metric} {value:.4f}, test accuracy "
                   f"{metrics.get('test_accuracy', float('nan')):.4f}, "
