@@ -1,6 +1,7 @@
 """Distortions of the training digits (`data/augment.py`): each one is what its formula
 says, they are a function of (seed, epoch, row), they never touch validation or test data,
-and the fit and fast engines train on the same distorted digits (JAX)."""
+and the fit and fast engines train on the same distorted digits (JAX; TensorFlow's engines
+are tested in test_engines.py, in a TensorFlow process)."""
 
 from __future__ import annotations
 
@@ -169,14 +170,3 @@ def test_validation_and_test_features_are_the_undistorted_ones(tmp_path, mnist_p
     with_augment, without = prepare(augmented), prepare(plain)
     np.testing.assert_array_equal(with_augment.x_val, without.x_val)
     np.testing.assert_array_equal(with_augment.x_test, without.x_test)
-
-
-def test_the_tensorflow_fast_engine_refuses_augmentation_before_loading_anything():
-    from mnist_cli.errors import ConfigError
-    from mnist_cli.training.engines import check_augmentation
-
-    with pytest.raises(ConfigError, match="TensorFlow fast engine does not distort"):
-        check_augmentation("fast", "tensorflow", True)
-    for engine, backend in (("fast", "jax"), ("fit", "tensorflow"), ("fit", "jax")):
-        check_augmentation(engine, backend, True)
-    check_augmentation("fast", "tensorflow", False)

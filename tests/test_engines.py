@@ -406,6 +406,29 @@ assert mnist("train", *common, "--engine", "fit", "--out", str(out / "fit")) == 
 dropout = [*common, "--engine", "fast", "--set", "model.dropout=0.1"]
 assert mnist("train", *dropout, "--out", str(out / "dropout")) == 0
 stop_after_the_first_epoch_then_resume(*dropout, "--out", str(out / "stopped"))
+# Distorted training digits on both engines, and an augmented run stopped and resumed.
+augment = ["--set", "data.augment={rotation: 10, scale: 0.1, shear: 8, translation: 1.5, "
+                    "elastic_alpha: 30, elastic_sigma: 5}"]
+for engine in ("fast", "fit"):
+    assert mnist("train", *common, *augment, "--engine", engine,
+                 "--out", str(out / f"augmented-{engine}")) == 0
+stop_after_the_first_epoch_then_resume(*common, *augment, "--engine", "fast",
+                                       "--out", str(out / "augmented-stopped"))
+# The distortion's formula on TensorFlow, for the test to compare with JAX's.
+import numpy as np
+from mnist_cli.config import Augment, DataConfig
+from mnist_cli.data import augment as distortions
+given = np.load(out.parent / "geometry-inputs.npz")
+settings = Augment(rotation=20, scale=0.2, shear=10, translation=2, elastic_alpha=34,
+                   elastic_sigma=4)
+inverse, shift = distortions.affine_matrices(given["draws"], settings)
+field = distortions.elastic_displacement(given["noise"], settings)
+data = DataConfig(augment=settings)
+features = [np.asarray(distortions.augmented_features(given["pixels"], given["rows"], 0, epoch,
+                                                      data)) for epoch in (3, 3, 4)]
+np.savez(out.parent / "geometry-tensorflow.npz",
+         distorted=np.asarray(distortions.distort(given["images"], inverse, shift, field)),
+         features=np.stack(features))
 """
 
 
@@ -435,6 +458,13 @@ def test_tensorflow_engines_agree_resume_exactly_and_stay_quiet(tmp_path: Path,
     seed generators' states are Keras variables, saved and restored); and not one native
     log line from TensorFlow on the way."""
     config_path = tiny_config(tmp_path, mnist_path, "auto")
+    generator = np.random.default_rng(0)
+    pixels = np.load(mnist_path)["x_train"][:6]
+    inputs = {"draws": generator.uniform(-1, 1, (6, 5)).astype(np.float32),
+              "noise": generator.uniform(-1, 1, (6, 2, 11, 11)).astype(np.float32),
+              "images": pixels.astype(np.float32), "pixels": pixels,
+              "rows": np.arange(10, 16, dtype=np.int32)}
+    np.savez(tmp_path / "geometry-inputs.npz", **inputs)
     result = run_script(TENSORFLOW_RUNS, config_path, tmp_path / "outputs",
                         removed=("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL"))
     noise = [line for line in result.stderr.splitlines()
@@ -452,6 +482,32 @@ def test_tensorflow_engines_agree_resume_exactly_and_stay_quiet(tmp_path: Path,
     assert fast_history[-1]["loss"] < fast_history[0]["loss"]
     resumed = without_timings(*run_results(tmp_path / "outputs" / "stopped"))
     assert resumed == without_timings(*run_results(tmp_path / "outputs" / "dropout"))
+    # Distortions on TensorFlow: both engines train on them (other numbers than the plain
+    # run, close to each other), a stopped run continues exactly, augmentations.png.
+    (augmented_history, augmented), (_, augmented_fit) = (
+        run_results(tmp_path / "outputs" / f"augmented-{engine}") for engine in ("fast", "fit"))
+    assert augmented_history[-1]["loss"] > fast_history[-1]["loss"]  # harder digits
+    assert abs(augmented["test_accuracy"] - augmented_fit["test_accuracy"]) <= 0.05
+    resumed = without_timings(*run_results(tmp_path / "outputs" / "augmented-stopped"))
+    assert resumed == without_timings(augmented_history, augmented)
+    (run,) = (tmp_path / "outputs" / "augmented-fast").iterdir()
+    assert (run / "augmentations.png").stat().st_size > 10_000
+    geometry = np.load(tmp_path / "geometry-tensorflow.npz")
+    features = geometry["features"]
+    np.testing.assert_array_equal(features[0], features[1])  # a function of (seed, epoch, row)
+    assert not np.allclose(features[0], features[2]) and not np.allclose(features[0][0],
+                                                                         features[0][1])
+    assert features.shape == (3, 6, 784) and 0 <= features.min() and features.max() <= 1
+    if activate_backend("auto") == "jax":  # the same formula as on JAX, in this process
+        from mnist_cli.config import Augment
+        from mnist_cli.data import augment as distortions
+
+        settings = Augment(rotation=20, scale=0.2, shear=10, translation=2, elastic_alpha=34,
+                           elastic_sigma=4)
+        inverse, shift = distortions.affine_matrices(inputs["draws"], settings)
+        field = distortions.elastic_displacement(inputs["noise"], settings)
+        expected = distortions.distort(inputs["images"], inverse, shift, field)
+        np.testing.assert_allclose(geometry["distorted"], np.asarray(expected), atol=1e-3)
 
 
 # -------------------------------------------------------------------- torch, in a subprocess

@@ -81,7 +81,6 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
     backend = runtime.start(config.runtime.backend, verbose=verbose,
                             deterministic=config.runtime.deterministic)
     engine = engines.resolve_engine(config.train.engine, backend)
-    engines.check_augmentation(engine, backend, config.data.augment is not None)
     if engine == "fast":
         engines.check_resumable(checkpoint)
     engines.prepare_process(engine, backend)  # before anything compiles

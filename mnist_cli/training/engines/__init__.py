@@ -45,15 +45,6 @@ def resolve_engine(requested: str, backend: str) -> str:
     return requested
 
 
-def check_augmentation(engine: str, backend: str, augmenting: bool) -> None:
-    """The distortions (`data.augment`) are JAX code: they run inside the JAX fast engine's
-    compiled epoch and on the host for `fit`, but not inside TensorFlow's compiled epoch."""
-    if augmenting and engine == "fast" and backend == "tensorflow":
-        raise ConfigError(
-            "data.augment: the TensorFlow fast engine does not distort images (the "
-            "distortions are JAX code); use --backend jax, or --engine fit")
-
-
 def check_resumable(checkpoint: Checkpoint | None) -> None:
     """The fast engine continues from epoch ends only. A checkpoint saved in the middle of
     an epoch comes from the fit engine, whose run's config.yaml says `engine: fit`: it was

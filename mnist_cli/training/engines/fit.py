@@ -16,9 +16,10 @@ A Keras callback turns fit's epochs into the contract's events and makes fit res
   stopped in its middle is trained again from its start.
 
 - Augmentation (`data.augment`): before each epoch the whole training array is distorted on
-  the host by the function the fast JAX engine runs on the device (`augment_epoch_on_host`,
+  the host by the function the fast engines run on the device (`augment_epoch_on_host`,
   keyed by (seed, epoch, row)), and `model.fit` trains that one epoch on it; the shuffling
-  rule is unchanged, so both engines see the same distorted images in the same batches.
+  rule is unchanged, so on JAX both engines see the same distorted images in the same
+  batches.
 
 Import this module only after `runtime.start()`: it imports Keras.
 """
@@ -30,7 +31,6 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_cli.errors import ConfigError
 from mnist_cli.keras_compat import sync_jax_state
 from mnist_cli.metrics import one_hot
 from mnist_cli.training import interrupt
@@ -132,11 +132,8 @@ def train(job: EngineJob) -> None:
         """The training features epoch `epoch` trains on: distorted anew with `data.augment`."""
         if config.data.augment is None:
             return x_train
-        try:
-            from mnist_cli.data.augment import augment_epoch_on_host
-        except ImportError:
-            raise ConfigError("data.augment: distorting images needs JAX: "
-                              'pip install -e ".[jax]"') from None
+        from mnist_cli.data.augment import augment_epoch_on_host
+
         return augment_epoch_on_host(data.pixels_train, config.seed, epoch, config.data)
 
     def fit_rows(epoch: int, first_batch: int = 0, **callback_options: Any) -> bool:

@@ -18,8 +18,10 @@ updates in place, the Dropout layers' seed generator states included, so the var
 are current after every epoch without copying anything back (`write_back` has nothing to
 do), and a resumed run continues from the saved states.
 
-It does not distort images (`data.augment`, JAX code): `engines.check_augmentation` refuses
-that before any data is loaded.
+Augmentation (`data.augment`): the training pixels go to the device as they are (uint8,
+before preprocessing) and every step distorts its batch with `augmented_features`
+(`data/augment.py`, keyed by (seed, epoch, row)) inside the compiled epoch; the epoch is an
+argument of the program, so one compilation serves every epoch.
 
 The dead-column shortcut of the JAX engine is not used here: it would need a second,
 narrower copy of the model's first layer and of its optimizer slots.
@@ -37,6 +39,7 @@ import tensorflow as tf
 
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
+from mnist_cli.data.augment import augmented_features
 from mnist_cli.model import per_sample_loss, regularization_penalty
 from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import (
@@ -57,9 +60,15 @@ class TensorFlowEpochs:
         self.optimizer = model.optimizer
         self.batches = batches
         self.loss = per_sample_loss(config.train)
-        encoded = encode_features(data.pixels_train, data.pixel_table)
-        self.pixels = tf.constant(encoded.values)
-        self.table = None if encoded.table is None else tf.constant(encoded.table)
+        self.data_config, self.seed = config.data, config.seed
+        self.epoch = 0
+        if config.data.augment is not None:  # distorted pixels are preprocessed on the device
+            self.pixels = tf.constant(np.ascontiguousarray(data.pixels_train, np.uint8))
+            self.table = None
+        else:
+            encoded = encode_features(data.pixels_train, data.pixel_table)
+            self.pixels = tf.constant(encoded.values)
+            self.table = None if encoded.table is None else tf.constant(encoded.table)
         self.labels = tf.constant(np.asarray(data.y_train, dtype=np.int32))
         self.row_weights = tf.constant(batches.row_weights())
         self.validation: tuple[tf.Tensor, tf.Tensor | None, tf.Tensor] | None = None
@@ -89,14 +98,20 @@ class TensorFlowEpochs:
                 outputs = layer(outputs, training=True)
         return outputs
 
-    def _epoch_program(self, order: tf.Tensor) -> tf.Tensor:
+    def _inputs(self, rows: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
+        if self.data_config.augment is not None:
+            return augmented_features(tf.gather(self.pixels, rows), rows, self.seed, epoch,
+                                      self.data_config)
+        return self._decode(tf.gather(self.pixels, rows), self.table)
+
+    def _epoch_program(self, order: tf.Tensor, epoch: tf.Tensor) -> tf.Tensor:
         variables = self.model.trainable_variables
         loss_sum = tf.constant(0.0)
         correct_sum = tf.constant(0.0)
         for index in tf.range(order.shape[0]):
             rows = order[index]
             weights = self.row_weights[index]
-            inputs = self._decode(tf.gather(self.pixels, rows), self.table)
+            inputs = self._inputs(rows, epoch)
             labels = tf.gather(self.labels, rows)
             targets = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
             with tf.GradientTape() as tape:
@@ -123,13 +138,16 @@ class TensorFlowEpochs:
 
     def run_epoch(self, order: np.ndarray, on_batches: Any = None) -> dict[str, float]:
         """The whole epoch in one program (no pieces: `on_batches` is never called)."""
-        return epoch_logs(self._epoch(tf.constant(order)).numpy())
+        epoch = tf.constant(self.epoch, tf.int32)
+        return epoch_logs(self._epoch(tf.constant(order), epoch).numpy())
 
     def write_back(self) -> None:
         """Nothing to copy: the compiled program updated the Keras variables in place."""
 
     def start_epoch(self, epoch: int) -> None:
-        """Nothing to take: the program reads the learning-rate variable itself."""
+        """The epoch whose distortions to draw; the program reads the learning-rate
+        variable itself."""
+        self.epoch = epoch
 
 
 def train(job: EngineJob) -> None:
