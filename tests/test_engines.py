@@ -455,8 +455,9 @@ def test_tensorflow_engines_agree_resume_exactly_and_stay_quiet(tmp_path: Path,
                                                                  mnist_path: Path):
     """One process on TensorFlow: the fast and fit engines, then the fast engine with
     dropout uninterrupted and stopped after epoch 1 then resumed (the same numbers: the
-    seed generators' states are Keras variables, saved and restored); and not one native
-    log line from TensorFlow on the way."""
+    seed generators' states are Keras variables, saved and restored); the same with
+    distorted digits (`data.augment`), whose formula gives JAX's numbers; and not one
+    native log line from TensorFlow on the way."""
     config_path = tiny_config(tmp_path, mnist_path, "auto")
     generator = np.random.default_rng(0)
     pixels = np.load(mnist_path)["x_train"][:6]
@@ -495,8 +496,7 @@ def test_tensorflow_engines_agree_resume_exactly_and_stay_quiet(tmp_path: Path,
     geometry = np.load(tmp_path / "geometry-tensorflow.npz")
     features = geometry["features"]
     np.testing.assert_array_equal(features[0], features[1])  # a function of (seed, epoch, row)
-    assert not np.allclose(features[0], features[2]) and not np.allclose(features[0][0],
-                                                                         features[0][1])
+    assert not np.allclose(features[0], features[2])  # another epoch, other distortions
     assert features.shape == (3, 6, 784) and 0 <= features.min() and features.max() <= 1
     if activate_backend("auto") == "jax":  # the same formula as on JAX, in this process
         from mnist_cli.config import Augment
