@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from mnist_cli.config import Config
+from mnist_cli.data import PreparedData
 from mnist_cli.errors import ConfigError, RunDirError
 from mnist_cli.training.engines.contract import (
     EngineJob,
@@ -125,6 +126,14 @@ def encode_features(pixels: np.ndarray, table: np.ndarray) -> EncodedFeatures:
     if np.array_equal(table, np.rint(table)) and table.min() >= 0 and table.max() <= 255:
         return EncodedFeatures(np.take(table.astype(np.uint8), pixels), None)
     return EncodedFeatures(np.ascontiguousarray(pixels, dtype=np.uint8), table)
+
+
+def encode_training_features(data: PreparedData, augmenting: bool) -> EncodedFeatures:
+    """The training set as the device stores it: `encode_features`, or with `data.augment`
+    the raw uint8 pixels, which the compiled epoch distorts and only then preprocesses."""
+    if augmenting:
+        return EncodedFeatures(np.ascontiguousarray(data.pixels_train, np.uint8), None)
+    return encode_features(data.pixels_train, data.pixel_table)
 
 
 def live_columns(encoded: EncodedFeatures) -> np.ndarray | None:

@@ -84,6 +84,7 @@ from mnist_cli.training.engines.fast_common import (
     Batches,
     EncodedFeatures,
     encode_features,
+    encode_training_features,
     epoch_logs,
     is_batch_norm,
     live_columns,
@@ -158,9 +159,7 @@ class JaxEpochs:
         first = model.layers[0]
         self.first_dense = first if is_plain_dense(first) else None
 
-        encoded = encode_features(data.pixels_train, data.pixel_table)
-        if config.data.augment is not None:  # distorted pixels are preprocessed on the device
-            encoded = EncodedFeatures(np.ascontiguousarray(data.pixels_train, np.uint8), None)
+        encoded = encode_training_features(data, config.data.augment is not None)
         trainable = [np.asarray(variable.value) for variable in model.trainable_variables]
         optimizer_values = [np.asarray(variable.value) for variable in self.optimizer.variables]
         self.live: np.ndarray | None = None

@@ -45,6 +45,7 @@ from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import (
     Batches,
     encode_features,
+    encode_training_features,
     epoch_logs,
     is_batch_norm,
     train_with,
@@ -62,13 +63,9 @@ class TensorFlowEpochs:
         self.loss = per_sample_loss(config.train)
         self.data_config, self.seed = config.data, config.seed
         self.epoch = 0
-        if config.data.augment is not None:  # distorted pixels are preprocessed on the device
-            self.pixels = tf.constant(np.ascontiguousarray(data.pixels_train, np.uint8))
-            self.table = None
-        else:
-            encoded = encode_features(data.pixels_train, data.pixel_table)
-            self.pixels = tf.constant(encoded.values)
-            self.table = None if encoded.table is None else tf.constant(encoded.table)
+        encoded = encode_training_features(data, config.data.augment is not None)
+        self.pixels = tf.constant(encoded.values)
+        self.table = None if encoded.table is None else tf.constant(encoded.table)
         self.labels = tf.constant(np.asarray(data.y_train, dtype=np.int32))
         self.row_weights = tf.constant(batches.row_weights())
         self.validation: tuple[tf.Tensor, tf.Tensor | None, tf.Tensor] | None = None
