@@ -49,10 +49,11 @@ accordingly and sums the gradients across the devices. The padding rows of the l
 keep every part the same size.
 
 Augmentation (`data.augment`): the training pixels go to the device as they are (uint8,
-before preprocessing) and every step distorts its batch with `augmented_features`
-(`data/augment.py`), keyed by (seed, epoch, row), inside the compiled epoch; the epoch is
-an argument of the program, so one compiled program serves every epoch. Distortions move
-ink onto the border, so the dead-column shortcut is off then.
+before preprocessing) and the batches are distorted with `augmented_features`
+(`data/augment.py`), keyed by (seed, epoch, row), inside the compiled epoch, each one a
+step ahead of the step that trains on it (`_scan`); the epoch is an argument of the
+program, so one compiled program serves every epoch. Distortions move ink onto the
+border, so the dead-column shortcut is off then.
 
 A learning-rate schedule sets the Keras optimizer's rate at each epoch start; `start_epoch`
 copies it into the optimizer values the program carries.
@@ -304,14 +305,38 @@ class JaxEpochs:
             updated.extend(state)
         return outputs, updated
 
-    def _step(self, carry: tuple, batch: tuple, device: dict) -> tuple[tuple, None]:
+    def _scan(self, carry: tuple, order: jax.Array, weights: jax.Array,
+              device: dict) -> tuple:
+        """`carry` after one training step per batch of `order` (batches, rows).
+
+        With `data.augment` each step also distorts the next step's batch and carries it:
+        distorted in the step that trains on it, within the same fusions as the first
+        layer's product, the gathers compile to code several times slower on a CPU
+        (docs/augmentation.md). The last step distorts its own batch once more, unused."""
+        if self.data_config.augment is None:
+            def plain(carry: tuple, batch: tuple) -> tuple[tuple, None]:
+                inputs = self._decode(device["pixels"][batch[0]], device["table"])
+                return self._step(carry, batch, inputs, device), None
+
+            return jax.lax.scan(plain, carry, (order, weights))[0]
+
+        def distort(rows: jax.Array) -> jax.Array:
+            return augmented_features(device["pixels"][rows], rows, self.seed,
+                                      device["epoch"], self.data_config)
+
+        def body(state: tuple, batch: tuple) -> tuple[tuple, None]:
+            carry, inputs = state
+            rows, weights, following = batch
+            return (self._step(carry, (rows, weights), inputs, device), distort(following)), None
+
+        following = jnp.concatenate([order[1:], order[-1:]])
+        (carry, _), _ = jax.lax.scan(body, (carry, distort(order[0])),
+                                     (order, weights, following))
+        return carry
+
+    def _step(self, carry: tuple, batch: tuple, inputs: jax.Array, device: dict) -> tuple:
         trainable, non_trainable, optimizer_values, loss_sum, correct_sum = carry
         rows, weights = batch
-        if self.data_config.augment is not None:
-            inputs = augmented_features(device["pixels"][rows], rows, self.seed,
-                                        device["epoch"], self.data_config)
-        else:
-            inputs = self._decode(device["pixels"][rows], device["table"])
         labels = device["labels"][rows]
         targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
 
@@ -329,7 +354,7 @@ class JaxEpochs:
             optimizer_values, gradients, trainable)
         correct = jnp.sum((jnp.argmax(outputs, axis=-1) == labels) * weights)
         return (trainable, non_trainable, optimizer_values, loss_sum + total,
-                correct_sum + correct), None
+                correct_sum + correct)
 
     def _full_trainable(self, trainable: list, device: dict) -> list:
         if device["live"] is None:
@@ -337,17 +362,14 @@ class JaxEpochs:
         return [device["frozen_kernel"].at[device["live"]].set(trainable[0]), *trainable[1:]]
 
     def _epoch_program(self, state: tuple, order: jax.Array, device: dict) -> tuple:
-        carry = (*state, jnp.float32(0), jnp.float32(0))
-        carry, _ = jax.lax.scan(lambda carry, batch: self._step(carry, batch, device),
-                                carry, (order, device["row_weights"][: order.shape[0]]))
+        carry = self._scan((*state, jnp.float32(0), jnp.float32(0)), order,
+                           device["row_weights"][: order.shape[0]], device)
         return self._metrics_program(carry, self.batches.rows_in(order), device)
 
     def _piece_program(self, carry: tuple, order: jax.Array, weights: jax.Array,
                        device: dict) -> tuple:
         """Some batches of an epoch trained in pieces: the scan of `_epoch_program`, cut."""
-        carry, _ = jax.lax.scan(lambda carry, batch: self._step(carry, batch, device),
-                                carry, (order, weights))
-        return carry
+        return self._scan(carry, order, weights, device)
 
     def _metrics_program(self, carry: tuple, count: int, device: dict) -> tuple:
         """The epoch's logs from the carried sums (`count` real rows), and validation."""
