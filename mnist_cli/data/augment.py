@@ -122,18 +122,21 @@ def distort(images: Tensor, inverse: Tensor, shift: Tensor,
 
     The images get a frame of zeros (one pixel before, two after) and the source points
     are clipped into it, so the four neighbours of every point are plain in-bounds reads
-    of one flat array (four simple gathers are the fastest form on a CPU, measured)."""
+    of one flat array (four simple gathers are the fastest form on a CPU, measured). The
+    points are computed as (B, 784) rows, not (B, 28, 28): XLA's CPU code for the gathers
+    is faster then (measured: `bench/augment_throughput.py`)."""
     images = ops.convert_to_tensor(images, "float32")
     inverse, shift = ops.convert_to_tensor(inverse), ops.convert_to_tensor(shift)
-    batch = images.shape[0]
+    batch, pixels = images.shape[0], IMAGE_SIDE * IMAGE_SIDE
     centre = (IMAGE_SIDE - 1) / 2
-    axis = ops.arange(IMAGE_SIDE, dtype="float32") - centre
-    x = axis[None, None, :] - shift[:, 0, None, None]
-    y = axis[None, :, None] - shift[:, 1, None, None]
-    source_x = inverse[:, 0, 0, None, None] * x + inverse[:, 0, 1, None, None] * y + centre
-    source_y = inverse[:, 1, 0, None, None] * x + inverse[:, 1, 1, None, None] * y + centre
+    grid = np.arange(pixels)
+    x = ops.convert_to_tensor((grid % IMAGE_SIDE - centre).astype(np.float32))[None, :]
+    y = ops.convert_to_tensor((grid // IMAGE_SIDE - centre).astype(np.float32))[None, :]
+    x, y = x - shift[:, 0, None], y - shift[:, 1, None]
+    source_x = inverse[:, 0, 0, None] * x + inverse[:, 0, 1, None] * y + centre
+    source_y = inverse[:, 1, 0, None] * x + inverse[:, 1, 1, None] * y + centre
     if displacement is not None:
-        displacement = ops.convert_to_tensor(displacement)
+        displacement = ops.reshape(ops.convert_to_tensor(displacement), (batch, 2, pixels))
         source_x = source_x + displacement[:, 0]
         source_y = source_y + displacement[:, 1]
     side = IMAGE_SIDE + 3
@@ -143,7 +146,7 @@ def distort(images: Tensor, inverse: Tensor, shift: Tensor,
     left, top = ops.floor(source_x), ops.floor(source_y)
     fraction_x, fraction_y = source_x - left, source_y - top
     index = ((ops.cast(top, "int32") + 1) * side + ops.cast(left, "int32") + 1
-             + (ops.arange(batch, dtype="int32") * side * side)[:, None, None])
+             + (ops.arange(batch, dtype="int32") * side * side)[:, None])
 
     on_jax = keras.backend.backend() == "jax"
 
@@ -155,24 +158,29 @@ def distort(images: Tensor, inverse: Tensor, shift: Tensor,
 
     top_row = pixel(0) * (1 - fraction_x) + pixel(1) * fraction_x
     bottom_row = pixel(side) * (1 - fraction_x) + pixel(side + 1) * fraction_x
-    return top_row * (1 - fraction_y) + bottom_row * fraction_y
+    distorted = top_row * (1 - fraction_y) + bottom_row * fraction_y
+    return ops.reshape(distorted, (batch, IMAGE_SIDE, IMAGE_SIDE))
 
 
 def elastic_displacement(noise: Tensor, settings: Augment) -> Tensor:
-    """(B, 2, 28, 28) displacements from (B, 2, grid, grid) noise uniform in [-1, 1]."""
-    transposed = ops.convert_to_tensor(elastic_matrix(float(settings.elastic_sigma)).T)
+    """(B, 2, 28, 28) displacements from (B, 2, grid, grid) noise uniform in [-1, 1]:
+    `scale A N^T A^T` per field, the scale in the second product's matrix."""
+    matrix = elastic_matrix(float(settings.elastic_sigma)).T
+    # Uniform noise in [-1, 1] has variance 1/3; the matrices keep it per pixel.
+    scale = simard_field_std(settings.elastic_alpha, settings.elastic_sigma) * math.sqrt(3)
+    transposed = ops.convert_to_tensor(matrix)
+    scaled = ops.convert_to_tensor((matrix * scale).astype(np.float32))
     noise = ops.convert_to_tensor(noise, "float32")
     batch, size = noise.shape[0], noise.shape[-1]
     # (A N^T A^T is A N A^T transposed: as good a field, with i.i.d. noise N.) Two plain 2-D
     # matrix products with a transpose between them: faster on a CPU than an einsum or
-    # batched products, measured.
+    # batched products, measured. The scale goes into a product, not onto the field: XLA
+    # would fuse that multiplication into the resampling in the products' layout, and its
+    # CPU code for the gathers is then twice as slow (bench/augment_throughput.py).
     half = ops.reshape(ops.matmul(ops.reshape(noise, (-1, size)), transposed),
                        (batch * 2, size, IMAGE_SIDE))
-    field = ops.matmul(ops.reshape(ops.swapaxes(half, 1, 2), (-1, size)), transposed)
-    field = ops.reshape(field, (batch, 2, IMAGE_SIDE, IMAGE_SIDE))
-    # Uniform noise in [-1, 1] has variance 1/3; the matrices keep it per pixel.
-    scale = simard_field_std(settings.elastic_alpha, settings.elastic_sigma) * math.sqrt(3)
-    return scale * field
+    field = ops.matmul(ops.reshape(ops.swapaxes(half, 1, 2), (-1, size)), scaled)
+    return ops.reshape(field, (batch, 2, IMAGE_SIDE, IMAGE_SIDE))
 
 
 def uniform_draws(seed: Tensor | int, epoch: Tensor | int, rows: Tensor,
