@@ -2,13 +2,15 @@
 JAX device, for affine alone, affine + elastic and elastic alone. Prints JSON.
 
 Each figure is the best of `--repeats` timed runs of one compiled program (after a run that
-compiles), measured two ways:
+compiles):
 
-- `in_training`: as the fast JAX engine runs it, a compiled loop over `--steps` batches of
-  `--batch` training digits, each batch distorted one step ahead of the step that uses it
-  (here the step only sums the features). `reference` is the same loop with the pixels
-  only scaled to features, no distortion.
-- `per_call`: one batch per call of a compiled function, the call's overhead included.
+- `images_per_second`: as the fast JAX engine runs it, a compiled loop over `--steps`
+  batches of `--batch` training digits, each batch distorted one step ahead of the step
+  that uses it (here the step only sums the features); beside it the same loop with the
+  pixels only scaled to features.
+- `loop_seconds`: the same loop with a 784x800 product in each step (the first layer of
+  configs/dense-augmented.yaml), the digits not distorted, distorted a step ahead (the
+  engine's way) and distorted in the step that multiplies them.
 
     MNIST_DATA=mnist.npz python bench/augment_throughput.py --batch 128 --repeats 10
 """
@@ -27,9 +29,11 @@ ELASTIC = {"elastic_alpha": 36.0, "elastic_sigma": 6.0}
 SETTINGS = {"affine": AFFINE, "affine + elastic": {**AFFINE, **ELASTIC}, "elastic": ELASTIC}
 
 
-def training_loop(settings: dict | None, batch: int, steps: int):
-    """A compiled loop of `steps` batches over (pixels, epoch), features made a step ahead
-    (the engine's `_scan`); `settings` None: no distortion."""
+def training_loop(settings: dict | None, batch: int, steps: int, ahead: bool = True,
+                  product: bool = False):
+    """A compiled loop of `steps` batches over (pixels, epoch); `settings` None: no
+    distortion. `ahead`: each step makes the next step's features (the engine's `_scan`);
+    `product`: each step sums relu(features x a 784x800 matrix), else the features."""
     import jax
     import jax.numpy as jnp
 
@@ -43,12 +47,20 @@ def training_loop(settings: dict | None, batch: int, steps: int):
             return pixels[rows].reshape(batch, -1).astype(jnp.float32) / 255
         return augmented_features(pixels[rows], rows, 0, epoch, data)
 
+    weights = jnp.asarray(np.random.default_rng(0).normal(0, 0.05, (784, 800)), jnp.float32)
+
+    def use(inputs):
+        return jnp.maximum(inputs @ weights, 0).sum() if product else inputs.sum()
+
     def program(pixels, epoch):
         order = jnp.arange(steps * batch, dtype=jnp.int32).reshape(steps, batch)
+        if not ahead:
+            return jax.lax.scan(lambda total, rows: (
+                total + use(features(pixels, rows, epoch)), None), jnp.float32(0), order)[0]
 
         def step(state, following):
             total, inputs = state
-            return (total + inputs.sum(), features(pixels, following, epoch)), None
+            return (total + use(inputs), features(pixels, following, epoch)), None
 
         following = jnp.concatenate([order[1:], order[-1:]])
         start = (jnp.float32(0), features(pixels, order[0], epoch))
@@ -67,28 +79,11 @@ def best_seconds(run, repeats: int) -> float:
     return best
 
 
-def measure(settings: dict | None, pixels: np.ndarray, batch: int, steps: int,
-            repeats: int) -> dict:
-    import jax
-
-    device_pixels = jax.device_put(pixels[: batch * steps])
-    loop = training_loop(settings, batch, steps)
-    seconds = best_seconds(lambda epoch: loop(device_pixels, np.int32(epoch))
-                           .block_until_ready(), repeats)
-    result = {"in_training": round(batch * steps / seconds)}
-    if settings is not None:
-        from mnist_cli.config import DataConfig
-        from mnist_cli.data.augment import augmented_features
-
-        data = DataConfig.model_validate({"augment": settings})
-        function = jax.jit(lambda images, rows, epoch: augmented_features(
-            images, rows, 0, epoch, data))
-        images = jax.device_put(pixels[:batch])
-        rows = jax.device_put(np.arange(batch, dtype=np.int32))
-        seconds = best_seconds(lambda epoch: function(images, rows, np.int32(epoch))
-                               .block_until_ready(), repeats * 4)
-        result["per_call"] = round(batch / seconds)
-    return result
+def loop_seconds(settings: dict | None, device_pixels, batch: int, steps: int,
+                 repeats: int, **options) -> float:
+    loop = training_loop(settings, batch, steps, **options)
+    return best_seconds(lambda epoch: loop(device_pixels, np.int32(epoch))
+                        .block_until_ready(), repeats)
 
 
 def main() -> None:
@@ -110,14 +105,21 @@ def main() -> None:
             np.uint8) * 255
     if len(pixels) < count:
         parser.error(f"--batch x --steps is {count} digits; the data has {len(pixels)}")
-    images_per_second = {"reference (no distortion)": measure(
-        None, pixels, arguments.batch, arguments.steps, arguments.repeats)}
-    for name, settings in SETTINGS.items():
-        images_per_second[name] = measure(settings, pixels, arguments.batch,
-                                          arguments.steps, arguments.repeats)
+    device_pixels = jax.device_put(pixels)
+    shape = (arguments.batch, arguments.steps, arguments.repeats)
+    images_per_second = {name: round(count / loop_seconds(settings, device_pixels, *shape))
+                         for name, settings in {"no distortion": None, **SETTINGS}.items()}
+    elastic = SETTINGS["affine + elastic"]
+    seconds = {
+        "no distortion": loop_seconds(None, device_pixels, *shape, product=True),
+        "affine + elastic, a step ahead": loop_seconds(elastic, device_pixels, *shape,
+                                                       product=True),
+        "affine + elastic, in the step": loop_seconds(elastic, device_pixels, *shape,
+                                                      ahead=False, product=True)}
     print(json.dumps({"device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
                       "jax": jax.__version__, "batch": arguments.batch,
                       "steps": arguments.steps, "images_per_second": images_per_second,
+                      "loop_seconds": {name: round(value, 4) for name, value in seconds.items()},
                       "settings": SETTINGS}, indent=2))
 
 
