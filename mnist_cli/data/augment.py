@@ -124,7 +124,7 @@ def distort(images: Tensor, inverse: Tensor, shift: Tensor,
     are clipped into it, so the four neighbours of every point are plain in-bounds reads
     of one flat array (four simple gathers are the fastest form on a CPU, measured). The
     points are computed as (B, 784) rows, not (B, 28, 28): XLA's CPU code for the gathers
-    is faster then (measured: `bench/augment_throughput.py`)."""
+    is faster then (docs/augmentation.md, Throughput)."""
     images = ops.convert_to_tensor(images, "float32")
     inverse, shift = ops.convert_to_tensor(inverse), ops.convert_to_tensor(shift)
     batch, pixels = images.shape[0], IMAGE_SIDE * IMAGE_SIDE
@@ -176,7 +176,7 @@ def elastic_displacement(noise: Tensor, settings: Augment) -> Tensor:
     # matrix products with a transpose between them: faster on a CPU than an einsum or
     # batched products, measured. The scale goes into a product, not onto the field: XLA
     # would fuse that multiplication into the resampling in the products' layout, and its
-    # CPU code for the gathers is then twice as slow (bench/augment_throughput.py).
+    # CPU code for the gathers is then twice as slow (docs/augmentation.md, Throughput).
     half = ops.reshape(ops.matmul(ops.reshape(noise, (-1, size)), transposed),
                        (batch * 2, size, IMAGE_SIDE))
     field = ops.matmul(ops.reshape(ops.swapaxes(half, 1, 2), (-1, size)), scaled)
