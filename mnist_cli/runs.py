@@ -4,6 +4,7 @@ writing its small text files (history.csv, JSON). Every write goes through `atom
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -25,16 +26,20 @@ ERRORS_FILE = "errors.png"
 AUGMENTATIONS_FILE = "augmentations.png"
 CHECKPOINT_FILE = "checkpoint.npz"
 
+DEFAULT_OUTPUT_ROOT = "outputs"
+
 HISTORY_COLUMNS = (
     "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"
 )
 
 
-def _timestamp() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
+# A run folder is named <name>-<started> (-2, -3 ... when two start in the same second).
+TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S"
+_TIMESTAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+LATEST = "latest"
+"""The name that stands for the newest run under an output root, in every command."""
 
 
 def create_run_dir(output_root: str | Path, name: str) -> Path:
@@ -58,7 +63,7 @@ def create_run_dir(output_root: str | Path, name: str) -> Path:
         ) from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise RunDirError(f"the output folder {root} is not writable: choose another with --out")
-    base = f"{name}-{_timestamp()}"
+    base = f"{name}-{datetime.now().strftime(TIMESTAMP_FORMAT)}"
     for attempt in range(1, 1000):
         candidate = root / (base if attempt == 1 else f"{base}-{attempt}")
         try:
@@ -76,7 +81,9 @@ def create_run_dir(output_root: str | Path, name: str) -> Path:
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths of one run directory."""
+    """One run directory: its files' paths, and the rules every command reads it by: what
+    makes a folder a run (`config.yaml`, written first), when it started, and when it is
+    finished (`metrics.json`, written last)."""
 
     path: Path
 
@@ -115,6 +122,34 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    @property
+    def is_run(self) -> bool:
+        return self.config.is_file()
+
+    @property
+    def finished(self) -> bool:
+        """Training wrote everything: metrics.json is the last file it writes."""
+        return self.metrics.is_file()
+
+    @property
+    def started(self) -> datetime:
+        """When the run started: the timestamp in its folder name (it survives a copy), else
+        when config.yaml, the first file training writes, was last modified."""
+        match = _TIMESTAMP.search(self.path.name)
+        if match:
+            with contextlib.suppress(ValueError):
+                return datetime.strptime(match.group(1), TIMESTAMP_FORMAT)
+        return datetime.fromtimestamp(self.config.stat().st_mtime)
+
+    def start_order(self) -> tuple[datetime, int, str]:
+        """Sorts runs oldest first: by start time, and within one second by when config.yaml
+        was written (a copy keeps its name's order)."""
+        try:
+            written = self.config.stat().st_mtime_ns
+        except OSError:
+            written = 0
+        return self.started, written, self.path.name
+
 
 def open_run_dir(path: str | Path) -> RunDir:
     """Check that `path` is a run directory (a folder with a config.yaml) and return it."""
@@ -124,11 +159,49 @@ def open_run_dir(path: str | Path) -> RunDir:
     if not folder.is_dir():
         raise RunDirError(f"{folder}: is a file, not a run directory made by `mnist train`")
     run = RunDir(folder)
-    if not run.config.is_file():
+    if not run.is_run:
         raise RunDirError(
             f"{folder}: not a run directory (no {CONFIG_FILE}); pass a folder made by `mnist train`"
         )
     return run
+
+
+def runs_under(output_root: str | Path) -> list[RunDir]:
+    """The run directories directly inside `output_root`, oldest first."""
+    root = Path(output_root)
+    if not root.is_dir():
+        return []
+    runs = [RunDir(child) for child in root.iterdir()
+            if child.is_dir() and not child.name.startswith(".")]
+    return sorted((run for run in runs if run.is_run), key=RunDir.start_order)
+
+
+def newest_run(output_root: str | Path, *, finished_only: bool) -> RunDir:
+    """The newest run under `output_root` (what `latest` names), or a `RunDirError` that
+    says how to get one. `finished_only`: for commands that read a trained model."""
+    root = Path(output_root)
+    if not root.is_dir():
+        raise RunDirError(f"latest: there is no {root} folder here yet; train a run first "
+                          "(mnist train -c configs/quickstart.yaml)")
+    runs = runs_under(root)
+    chosen = [run for run in runs if run.finished] if finished_only else runs
+    if chosen:
+        return chosen[-1]
+    if runs:
+        raise RunDirError(f"latest: no run under {root} has finished yet (the newest, "
+                          f"{runs[-1].path}, has no {METRICS_FILE}); finish it with "
+                          f"`mnist train --resume latest`, or name a run directory")
+    raise RunDirError(f"latest: no run in {root} yet; train one first "
+                      "(mnist train -c configs/quickstart.yaml)")
+
+
+def resolve_run(text: str | Path, output_root: str | Path = DEFAULT_OUTPUT_ROOT, *,
+                finished_only: bool = True) -> Path:
+    """`text` as a path, or, for `latest` (where no such folder exists), the newest run under
+    `output_root`."""
+    if str(text) != LATEST or Path(text).exists():
+        return Path(text)
+    return newest_run(output_root, finished_only=finished_only).path
 
 
 def read_json(path: str | Path) -> Any:
