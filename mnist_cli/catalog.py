@@ -10,7 +10,6 @@ folder.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,9 +30,6 @@ from mnist_cli.runs import (
     read_json,
 )
 
-# create_run_dir names a run <name>-YYYYmmdd-HHMMSS, with -2, -3 ... on a clash.
-_TIMESTAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")
-
 
 @dataclass
 class RunSummary:
@@ -46,8 +42,10 @@ class RunSummary:
     optimizer: str = "?"
     loss: str = "?"
     epochs: str = "?"
+    test_set: str = "?"  # which digits test_accuracy counts: "official 10000", "pooled 17500"
     test_accuracy: float | None = None
     train_seconds: float | None = None
+    order: tuple = ()  # RunDir.start_order: oldest first
 
     @property
     def complete(self) -> bool:
@@ -62,21 +60,10 @@ class RunSummary:
             "optimizer": self.optimizer,
             "loss": self.loss,
             "epochs": self.epochs,
+            "test_set": self.test_set,
             "test_accuracy": self.test_accuracy,
             "train_seconds": self.train_seconds,
         }
-
-
-def _started(run: RunDir) -> datetime:
-    """When the run started: the timestamp in its folder name (it survives a copy), else
-    the time config.yaml (the first file training writes) was last modified."""
-    match = _TIMESTAMP.search(run.path.name)
-    if match:
-        try:
-            return datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
-        except ValueError:
-            pass
-    return datetime.fromtimestamp(run.config.stat().st_mtime)
 
 
 def _describe_optimizer(config: Config) -> str:
@@ -86,7 +73,8 @@ def _describe_optimizer(config: Config) -> str:
 def summarise_run(path: str | Path) -> RunSummary:
     """Read what a run directory says about itself; problems become the `status`."""
     run = open_run_dir(path)
-    summary = RunSummary(path=run.path, started=_started(run), status="complete")
+    summary = RunSummary(path=run.path, started=run.started, status="complete",
+                         order=run.start_order())
     try:
         config = load_config(run.config)
     except MnistCliError as error:
@@ -96,6 +84,7 @@ def summarise_run(path: str | Path) -> RunSummary:
     summary.optimizer = _describe_optimizer(config)
     summary.loss = config.train.loss
     summary.epochs = str(config.train.epochs)
+    summary.test_set = config.data.split
     metrics: Any = None
     if run.metrics.is_file():
         try:
@@ -106,6 +95,9 @@ def summarise_run(path: str | Path) -> RunSummary:
         accuracy = metrics.get("test_accuracy")
         seconds = metrics.get("train_seconds")
         completed = metrics.get("epochs_completed")
+        tested = metrics.get("num_test")
+        if isinstance(tested, int):
+            summary.test_set = f"{config.data.split} {tested}"
         summary.test_accuracy = float(accuracy) if isinstance(accuracy, (int, float)) else None
         summary.train_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
         if isinstance(completed, int) and completed != config.train.epochs:
@@ -138,14 +130,14 @@ def find_runs(output_root: str | Path) -> tuple[list[RunSummary], list[Path]]:
                           "pass the output root it used (`mnist runs DIR`)")
     if not root.is_dir():
         raise RunDirError(f"{root}: is a file; pass the folder that holds the runs")
-    if RunDir(root).config.is_file():
+    if RunDir(root).is_run:
         return [summarise_run(root)], []
     runs: list[RunSummary] = []
     skipped: list[Path] = []
     for child in sorted(root.iterdir()):
         if not child.is_dir() or child.name.startswith("."):
             continue
-        if not RunDir(child).config.is_file():
+        if not RunDir(child).is_run:
             skipped.append(child)
             continue
         try:
@@ -155,33 +147,31 @@ def find_runs(output_root: str | Path) -> tuple[list[RunSummary], list[Path]]:
     return runs, skipped
 
 
-LATEST = "latest"
-
-
-def resolve_run(text: str | Path, output_root: str | Path = "outputs") -> Path:
-    """`text` as a path, or, for `latest`, the newest run under `output_root`."""
-    if str(text) != LATEST:
-        return Path(text)
-    root = Path(output_root)
-    if not root.is_dir():
-        raise RunDirError(f"latest: there is no {root} folder here yet; train a run first "
-                          "(mnist train -c configs/quickstart.yaml)")
-    found, _ = find_runs(root)
-    if not found:
-        raise RunDirError(f"latest: no run in {root} yet; train one first "
-                          "(mnist train -c configs/quickstart.yaml)")
-    return sort_runs(found, "date")[-1].path
-
-
 def sort_runs(runs: list[RunSummary], key: str = "date") -> list[RunSummary]:
     """Oldest first by date (the newest ends next to the prompt), or best test accuracy
-    first; runs without an accuracy go last either way."""
+    first; runs without an accuracy go last either way. Accuracies on different test sets
+    (official, pooled) are not ranked against each other: by accuracy, the runs of one
+    test set come together, the test set with the best run first."""
     if key == "date":
-        return sorted(runs, key=lambda run: (run.started, run.path.name))
+        return sorted(runs, key=lambda run: run.order)
     if key == "accuracy":
-        return sorted(runs, key=lambda run: (run.test_accuracy is None,
-                                             -(run.test_accuracy or 0.0), run.path.name))
+        best: dict[str, float] = {}
+        for run in runs:
+            if run.test_accuracy is not None:
+                best[run.test_set] = max(best.get(run.test_set, 0.0), run.test_accuracy)
+        return sorted(runs, key=lambda run: (
+            run.test_accuracy is None, -best.get(run.test_set, 0.0), run.test_set,
+            -(run.test_accuracy or 0.0), run.path.name))
     raise RunDirError(f"sort must be one of {', '.join(RUN_SORT_KEYS)} (got {key!r})")
+
+
+def test_sets_note(runs: list[RunSummary]) -> str | None:
+    """A line for a listing whose accuracies come from different test sets, else None."""
+    sets = sorted({run.test_set for run in runs if run.test_accuracy is not None})
+    if len(sets) < 2:
+        return None
+    return (f"(test accuracies on different test sets, not comparable: {', '.join(sets)}; "
+            "ranked within each test set)")
 
 
 def _duration(seconds: float | None) -> str:
@@ -198,8 +188,8 @@ def _duration(seconds: float | None) -> str:
 
 def format_runs_table(runs: list[RunSummary]) -> str:
     """A plain-text table, columns sized to their contents."""
-    header = ("run", "started", "layers", "optimizer", "epochs", "test acc", "train time",
-              "status")
+    header = ("run", "started", "layers", "optimizer", "epochs", "test set", "test acc",
+              "train time", "status")
     with_status = any(not run.complete for run in runs)
     rows = [header] + [
         (
@@ -208,6 +198,7 @@ def format_runs_table(runs: list[RunSummary]) -> str:
             run.layers,
             run.optimizer,
             run.epochs,
+            run.test_set,
             "-" if run.test_accuracy is None else f"{run.test_accuracy:.2%}",
             _duration(run.train_seconds),
             "" if run.complete else run.status,
@@ -217,7 +208,7 @@ def format_runs_table(runs: list[RunSummary]) -> str:
     if not with_status:
         rows = [row[:-1] for row in rows]
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    right_aligned = {4, 5, 6}
+    right_aligned = {4, 6, 7}
     lines = []
     for row in rows:
         cells = [cell.rjust(width) if column in right_aligned else cell.ljust(width)
@@ -247,7 +238,7 @@ def compare_runs(paths: list[str | Path], out: str | Path,
         if on_progress is not None:
             on_progress(number, len(paths))
         run = RunDir(Path(path))
-        if not run.config.is_file() or not run.history.is_file():
+        if not run.is_run or not run.history.is_file():
             skipped.append(run.path)
             continue
         summary = summarise_run(path)

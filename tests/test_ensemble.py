@@ -94,3 +94,5 @@ def test_mnist_ensemble_reports_the_committee_and_refuses_mismatched_members(
         refused = CliRunner().invoke(cli, ["ensemble", str(runs[0]), str(odd)])
         assert refused.exit_code != 0 and words in refused.output, refused.output
         assert "Traceback" not in refused.output
+    # A refused committee leaves no ensemble-<time> folder behind.
+    assert not list(runs[0].parent.glob("ensemble-*"))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 from conftest import write_tiny_config
 from PIL import Image
@@ -526,6 +527,7 @@ def test_runs_lists_complete_and_incomplete_runs(run, output_root):
     metrics = json.loads((run / "metrics.json").read_text())
     (row,) = [line for line in lines if line.startswith(run.name)]
     assert "784-32-10" in row and "adam 0.001" in row
+    assert "official 500" in row  # which test set the accuracy counts
     assert f"{metrics['test_accuracy']:.2%}" in row
     (interrupted,) = [line for line in lines if line.startswith("tiny-20200101")]
     assert "incomplete: 2/2 epochs" in interrupted
@@ -544,6 +546,26 @@ def test_runs_sorted_by_accuracy_as_json(run, output_root):
     assert Path(listed[0]["run"]).name == run.name
     assert listed[0]["test_accuracy"] is not None and listed[0]["layers"] == "784-32-10"
     assert [item["test_accuracy"] for item in listed[1:]] == [None, None]
+
+
+def test_runs_ranked_by_accuracy_keep_test_sets_apart(run, tmp_path):
+    """A pooled run's accuracy counts other digits than an official one's: ranked by
+    accuracy, each test set's runs come together and a note says why."""
+    root = tmp_path / "outputs"
+    shutil.copytree(run, root / run.name)
+    pooled = root / "pooled-20200101-000000"
+    shutil.copytree(run, pooled)
+    config = yaml.safe_load((pooled / "config.yaml").read_text())
+    config["data"]["split"] = "pooled"
+    (pooled / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = json.loads((pooled / "metrics.json").read_text())
+    metrics.update(test_accuracy=0.999, num_test=17500)
+    (pooled / "metrics.json").write_text(json.dumps(metrics))
+    result = invoke("runs", root, "--sort", "accuracy")
+    assert result.exit_code == 0, result.output
+    assert "pooled 17500" in result.output and "official 500" in result.output
+    assert "different test sets, not comparable: official 500, pooled 17500" in result.output
+    assert "not comparable" not in invoke("runs", root).output  # by date: nothing ranked
 
 
 def test_runs_of_a_missing_or_empty_root(tmp_path):

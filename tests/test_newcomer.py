@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,6 +177,47 @@ def test_latest_names_the_newest_run(sigmoid_run, monkeypatch):
     monkeypatch.chdir(sigmoid_run.parent)  # no outputs/ here
     result = CliRunner().invoke(cli, ["evaluate", "latest"])
     assert result.exit_code == 1 and "latest: there is no outputs folder here" in result.output
+
+
+def test_latest_means_the_same_in_every_command(sigmoid_run, tmp_path, monkeypatch):
+    """`latest` is the newest finished run under outputs/ for every command that reads a
+    model (serve included), and the newest run of any kind for `train --resume`."""
+    from mnist_cli.runs import resolve_run
+    from mnist_cli.serve.registry import RunRegistry
+
+    root = tmp_path / "outputs"
+    shutil.copytree(sigmoid_run, root / sigmoid_run.name)
+    unfinished = root / "sigmoid-29990101-000000"  # newer, still training
+    shutil.copytree(sigmoid_run, unfinished)
+    (unfinished / "metrics.json").unlink()
+    monkeypatch.chdir(tmp_path)
+    finished = Path("outputs") / sigmoid_run.name
+    assert resolve_run("latest") == finished
+    assert resolve_run("latest", finished_only=False) == Path("outputs") / unfinished.name
+    assert RunRegistry("outputs", ["latest"]).runs()[0].path == finished
+    for arguments in (["evaluate", "latest"], ["show-errors", "latest", "--limit", "3"],
+                      ["compare", "latest", "--out", "compare.png"]):
+        result = CliRunner().invoke(cli, arguments)
+        assert result.exit_code == 0, result.output
+        assert sigmoid_run.name in result.output and unfinished.name not in result.output
+    pytest.importorskip("onnxruntime")
+    result = CliRunner().invoke(cli, ["export", "latest", "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    assert (finished / "export" / "onnx" / "model.onnx").is_file()
+
+
+def test_runs_started_in_the_same_second_keep_the_order_they_were_written(tmp_path):
+    from mnist_cli.runs import newest_run, runs_under
+
+    for name in ("b-20250101-120000", "a-20250101-120000"):  # b is written first
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text("{}")
+        os.utime(tmp_path / name / "config.yaml",
+                 ns=(10**18 + len(runs_under(tmp_path)),) * 2)
+    assert [run.path.name for run in runs_under(tmp_path)] == [
+        "b-20250101-120000", "a-20250101-120000"]
+    with pytest.raises(Exception, match="no run under .* has finished yet"):
+        newest_run(tmp_path, finished_only=True)
 
 
 def test_a_sigmoid_output_is_a_score_not_a_probability(sigmoid_run, tmp_path):

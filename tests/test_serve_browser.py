@@ -58,7 +58,6 @@ def server(mnist_path, tmp_path_factory):
                                    **sections)
         result = CliRunner().invoke(cli, ["train", "--config", str(config)])
         assert result.exit_code == 0, result.output
-        time.sleep(1.05)  # run folders are named to the second: the softmax run is latest
     process, address = start_mnist_serve(root)
     yield address, {path.name.split("-")[0]: path.name for path in root.iterdir()}
     process.send_signal(signal.SIGINT)

@@ -29,13 +29,18 @@ class _Command(click.Command):
 
 
 class RunPath(click.Path):
-    """A run directory (or model file) path; `latest` names the newest run under outputs/."""
+    """A run directory (or model file) path; `latest` names the newest finished run under
+    outputs/ (`runs.resolve_run`), or with `finished_only=False` the newest run of any kind
+    (`train --resume latest`)."""
+
+    def __init__(self, *, finished_only: bool = True):
+        super().__init__()
+        self.finished_only = finished_only
 
     def convert(self, value, parameter, context):
-        from mnist_cli.catalog import resolve_run
+        from mnist_cli.runs import resolve_run
 
-        return str(resolve_run(value)) if value == "latest" else super().convert(
-            value, parameter, context)
+        return str(resolve_run(value, finished_only=self.finished_only))
 
 
 class _Group(click.Group):

@@ -1,5 +1,6 @@
 """The commands that read finished runs: evaluate, ensemble, show-errors, predict, export,
-runs, compare. Each starts Keras (when it runs a model) on the run's own backend."""
+runs, compare. The library functions they call start Keras themselves, on the run's own
+backend (or --backend), once a model is loaded."""
 
 from __future__ import annotations
 
@@ -18,14 +19,11 @@ _CONFIG_OPTION = click.option(
          "run's config.yaml).")
 
 
-def _locate_and_start(model_path: str, config_path: str | None, backend: str | None):
-    """Find the model and its config, then start Keras on the run's backend (or --backend)."""
-    from mnist_cli import runtime
+def _locate(model_path: str, config_path: str | None, backend: str | None):
+    """The model and its config, checked before Keras starts."""
     from mnist_cli.inspection.source import locate_model
 
-    source = locate_model(model_path, config_path)
-    runtime.start(backend or source.config.runtime.backend)
-    return source
+    return locate_model(model_path, config_path, backend)
 
 
 @cli.command()
@@ -58,7 +56,7 @@ def evaluate(model_path, config_path, split, data_path, output_folder, predictio
       mnist evaluate outputs/my-run --split val --predictions val-predictions.csv
       mnist evaluate saved/model.keras --config configs/keras-784-500-10.yaml --data mnist.npz
     """
-    source = _locate_and_start(model_path, config_path, backend)
+    source = _locate(model_path, config_path, backend)
     from mnist_cli.atomic_files import json_text
     from mnist_cli.inspection.evaluation import evaluate_model, format_evaluation
 
@@ -96,20 +94,12 @@ def ensemble(run_paths, output_folder, as_json, backend) -> None:
       mnist ensemble outputs/dense-augmented-20250101-120000 outputs/dense-augmented-20250102-090000
       mnist ensemble outputs/a outputs/b outputs/c --out committee-abc
     """
-    from pathlib import Path
-
-    from mnist_cli import runtime
-    from mnist_cli.inspection.source import locate_model
-
-    sources = [locate_model(path) for path in run_paths]
-    runtime.start(backend or sources[0].config.runtime.backend)
     from mnist_cli.atomic_files import json_text
     from mnist_cli.inspection.ensemble import evaluate_committee, format_members
     from mnist_cli.inspection.evaluation import format_evaluation
-    from mnist_cli.runs import create_run_dir
+    from mnist_cli.inspection.source import locate_model
 
-    if output_folder is None:
-        output_folder = create_run_dir(Path(sources[0].output_folder).parent, "ensemble")
+    sources = [locate_model(path, backend=backend) for path in run_paths]
     committee = evaluate_committee(sources, output_folder)
     if as_json:
         click.echo(json_text(committee.report))
@@ -154,7 +144,7 @@ def show_errors(model_path, config_path, limit, per_row, sort, true_digit, predi
       mnist show-errors outputs/my-run --sort confidence --limit 20
       mnist show-errors outputs/my-run --true 4 --pred 9 --out fours-as-nines.png
     """
-    source = _locate_and_start(model_path, config_path, backend)
+    source = _locate(model_path, config_path, backend)
     from mnist_cli.inspection.misclassified import show_errors as find_and_draw_errors
 
     result = find_and_draw_errors(source, limit, per_row, sort, true_digit, predicted_digit,
@@ -206,7 +196,7 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
 
     if plot_path is not None:
         require_png(plot_path, "--plot")
-    source = _locate_and_start(model_path, config_path, backend)
+    source = _locate(model_path, config_path, backend)
     from mnist_cli.inspection.prediction import format_prediction, predict_images
 
     results = predict_images(source, images, save_preprocessed,
@@ -237,7 +227,7 @@ def predict(model_path, images, config_path, as_json, save_preprocessed, plot_pa
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(), metavar="RUN_DIR")
+@click.argument("run_dir", type=RunPath(), metavar="RUN_DIR")
 @click.option("--format", "format_name", type=click.Choice(choices.EXPORT_FORMATS),
               required=True, help="onnx (run with onnxruntime), saved_model (TensorFlow) or "
                                   "litert (phones, the LiteRT interpreter).")
@@ -264,17 +254,16 @@ def export(run_dir, format_name, out, raw, data_path, tolerance, as_json) -> Non
     \b
     Example:
       mnist export outputs/keras-784-500-10-20250101-120000 --format onnx
+      mnist export latest --format onnx
       mnist export outputs/my-run --format litert --out phone/digits.tflite
       mnist export outputs/my-run --format saved_model --raw
     """
-    from mnist_cli import runtime
-    from mnist_cli.export.formats import FORMATS, export_backend
+    from mnist_cli.export.exporting import export_run
+    from mnist_cli.export.formats import FORMATS
     from mnist_cli.inspection.source import locate_model
     from mnist_cli.runs import open_run_dir
 
     source = locate_model(open_run_dir(run_dir).path)
-    runtime.start(export_backend(format_name))
-    from mnist_cli.export.exporting import export_run
 
     result = export_run(source, format_name, out, raw, data_path, tolerance)
     if as_json:
@@ -311,7 +300,7 @@ def runs(output_root, sort, as_json) -> None:
       mnist runs
       mnist runs outputs --sort accuracy
     """
-    from mnist_cli.catalog import find_runs, format_runs_table, sort_runs
+    from mnist_cli.catalog import find_runs, format_runs_table, sort_runs, test_sets_note
 
     found, skipped = find_runs(output_root)
     found = sort_runs(found, sort)
@@ -324,6 +313,9 @@ def runs(output_root, sort, as_json) -> None:
         click.echo(f"No runs in {output_root}.")
     else:
         click.echo(format_runs_table(found))
+        note = test_sets_note(found) if sort == "accuracy" else None
+        if note:
+            click.echo(note)
     if skipped:
         names = ", ".join(path.name for path in skipped[:5]) + (", ..." if len(skipped) > 5
                                                                 else "")

@@ -43,14 +43,11 @@ def serve(run_dirs, output_root, host, port, backend) -> None:
     except ImportError as error:
         raise UsageError(f"mnist serve needs the serve extra ({describe_error(error)}): "
                          'pip install "mnist-cli[serve]"') from None
-    from mnist_cli import runtime
-
-    registry = RunRegistry(output_root, list(run_dirs))
+    registry = RunRegistry(output_root, list(run_dirs), backend)
     runs = registry.check_not_empty()
     listener = bind_socket(host, port)  # a port in use is reported before Keras starts
-    runtime.start(backend)
-    # Load the newest run and run one blank digit through it now, so that the first
-    # drawing on the page is answered as fast as the others.
+    # Load the newest run (which starts Keras) and run one blank digit through it now, so
+    # that the first drawing on the page is answered as fast as the others.
     registry.load(runs[-1].name).warm_up()
     if not is_loopback(host):
         click.echo(f"Warning: listening on {host}: anyone who can reach this machine can open "

@@ -36,7 +36,7 @@ from mnist_cli.terminal import Output
               help="Validate the config, print it resolved and the model summary; no training.")
 @click.option("--no-summary", is_flag=True,
               help="With --dry-run: skip the model summary (does not import Keras).")
-@click.option("--resume", "resume_dir", type=RunPath(), metavar="RUN_DIR",
+@click.option("--resume", "resume_dir", type=RunPath(finished_only=False), metavar="RUN_DIR",
               help="Continue a stopped run (Ctrl-C, kill, crash) from its last checkpoint, "
                    "with its own config.yaml; `latest`: the newest run under outputs/.")
 @click.option("--verbose", "-v", is_flag=True,

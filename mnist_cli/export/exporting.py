@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ def finished_run_metrics(source: ModelSource) -> dict[str, Any]:
     if source.run is None:
         raise RunDirError(f"{source.model_path}: export takes a run directory made by "
                           "`mnist train`, not a model file")
-    if not source.run.metrics.is_file():
+    if not source.run.finished:
         raise RunDirError(f"{source.run.path}: has no {METRICS_FILE} (training has not finished "
                           "or was interrupted); finish it with `mnist train --resume`, then export")
     metrics = read_json(source.run.metrics)
@@ -104,13 +104,11 @@ def export_run(source: ModelSource, format_name: str, out: str | Path | None = N
                raw: bool = False, data_path: str | Path | None = None,
                tolerance: float = TOLERANCE) -> ExportResult:
     """Export the run's network as `format_name`, checked; return what was written.
-
-    The runtime must already be started on `formats.export_backend(format_name)`.
-    """
-    from mnist_cli.export.graph import export_graph
-
+    Keras is started on the backend the format's converter needs
+    (`formats.export_backend`), whichever the run was trained on."""
     metrics = finished_run_metrics(source)
-    network = load_model(source.model_path)
+    network = load_model(replace(source, backend=formats.export_backend(format_name)))
+    from mnist_cli.export.graph import export_graph  # imports Keras: after load_model
     data = _test_data(source.config, data_path)
     features = fit_to_model_input(network, data.x_test, source.model_path,
                                   f"the test data of {data.source}")

@@ -78,20 +78,24 @@ def _check_members(sources: list[ModelSource], splits: list[Any]) -> None:
                 "members must take the same features; choose runs with the same preprocessing")
 
 
-def evaluate_committee(sources: list[ModelSource], output_folder: str | Path) -> Committee:
+def evaluate_committee(sources: list[ModelSource],
+                       output_folder: str | Path | None = None) -> Committee:
     """Average the members' probabilities on their common test set, measure the committee,
-    and write ensemble.json, confusion_matrix.png and errors.png into `output_folder`."""
-    import keras
-
+    and write ensemble.json, confusion_matrix.png and errors.png into `output_folder`
+    (default: a new ensemble-<timestamp> folder beside the first run, made only once the
+    members are accepted)."""
     from mnist_cli import artifacts, plots
+    from mnist_cli.runs import create_run_dir
 
     if len(sources) < 2:
         raise UsageError("a committee needs at least two runs")
     splits = [load_split(source.config, "test") for source in sources]
     _check_members(sources, splits)
-    member_outputs = [model_outputs(load_model(source.model_path), split.features,
+    member_outputs = [model_outputs(load_model(source), split.features,
                                     source.model_path, f"the test data of {split.source}")
                       for source, split in zip(sources, splits)]
+    import keras  # started by load_model
+
     test = splits[0]
     loss = sources[0].config.train.loss
     numbers = committee_report(test.labels, member_outputs, loss)
@@ -106,8 +110,11 @@ def evaluate_committee(sources: list[ModelSource], output_folder: str | Path) ->
                      "accuracy": accuracy}
                     for source, accuracy in zip(sources, numbers["member_accuracies"])],
     }
-    folder = Path(output_folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if output_folder is None:
+        folder = create_run_dir(sources[0].output_folder.parent, "ensemble")
+    else:
+        folder = Path(output_folder)
+        folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / ENSEMBLE_FILE, report)
     title = (f"committee of {len(sources)}: confusion matrix on the test set\n"
              f"{report['num_errors']} errors in {report['num_samples']} digits, "

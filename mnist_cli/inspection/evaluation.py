@@ -59,9 +59,9 @@ def evaluate_model(source: ModelSource, split: str = "test",
     damaged after training shows up. `predictions_path` also saves every sample's
     prediction as CSV (index, true, predicted, probability, true_probability, top_3).
     """
-    import keras
+    model = load_model(source)
+    import keras  # started by load_model on the run's backend
 
-    model = load_model(source.model_path)
     data = load_split(source.config, split, data_path)
     outputs = model_outputs(model, data.features, source.model_path,
                             f"the {split} data of {data.source}", on_progress)
@@ -115,7 +115,7 @@ def _training_metrics(source: ModelSource, split: str,
     """The run's metrics.json when this evaluation is comparable with it, else None."""
     if source.run is None or split != "test" or data_path is not None:
         return None
-    if source.model_path != source.run.model or not source.run.metrics.is_file():
+    if source.model_path != source.run.model or not source.run.finished:
         return None
     try:
         metrics = read_json(source.run.metrics)

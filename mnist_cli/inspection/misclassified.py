@@ -103,7 +103,7 @@ def show_errors(source: ModelSource, limit: int = ERROR_GRID_LIMIT,
                         "itself is not an error")
     if out is not None:
         require_png(out, "--out")
-    model = load_model(source.model_path)
+    model = load_model(source)
     data = load_split(source.config, "test", data_path)
     outputs = model_outputs(model, data.features, source.model_path,
                             f"the test data of {data.source}")

@@ -92,7 +92,7 @@ def predict_images(source: ModelSource, image_paths: Sequence[str | Path],
     if not readable:
         return results
     features = preprocess(np.stack(prepared), source.config.data)
-    model = load_model(source.model_path)
+    model = load_model(source)
     outputs = model_outputs(model, features, source.model_path, "a prepared image")
     digits, probabilities = top_predictions(outputs, TOP_COUNT)
     for row, result in enumerate(readable):

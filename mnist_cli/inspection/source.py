@@ -3,8 +3,9 @@
 Everything starts from what a run directory holds (`model.keras` and the resolved
 `config.yaml`), never from the original YAML: the saved config says how the data was
 prepared (scaling, binarizing, subset, validation split), so an inspection sees exactly the
-test set and the numbers the training reported. Keras is imported only inside the functions
-that load or run a model, after the CLI started the runtime (`runtime.start`).
+test set and the numbers the training reported. Keras is started only when a model is
+loaded (`load_model` starts the runtime on the source's backend), so every inspection is
+callable from Python as it is from the CLI, and a typo is reported before Keras starts.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ModelSource:
     config: Config
     output_folder: Path
     run: RunDir | None = None
+    backend: str | None = None  # Keras backend to load the model on; None: the run's own
 
     @property
     def name(self) -> str:
@@ -45,7 +47,8 @@ class ModelSource:
         return self.model_path.stem
 
 
-def locate_model(path: str | Path, config_path: str | Path | None = None) -> ModelSource:
+def locate_model(path: str | Path, config_path: str | Path | None = None,
+                 backend: str | None = None) -> ModelSource:
     """Resolve `path` (a run directory or a `.keras` file) to its model and config.
 
     A run directory brings its own `config.yaml`; `config_path` replaces it when given. A
@@ -68,7 +71,8 @@ def locate_model(path: str | Path, config_path: str | Path | None = None) -> Mod
             )
         run = RunDir(path.parent) if sibling_config.is_file() else None
         config = load_config(config_path if config_path is not None else sibling_config)
-        return ModelSource(model_path=path, config=config, output_folder=path.parent, run=run)
+        return ModelSource(model_path=path, config=config, output_folder=path.parent, run=run,
+                           backend=backend)
     run = open_run_dir(path)
     if not run.model.is_file():
         raise RunDirError(
@@ -76,19 +80,25 @@ def locate_model(path: str | Path, config_path: str | Path | None = None) -> Mod
             "wait for `mnist train` to end, or pass another run"
         )
     config = load_config(config_path if config_path is not None else run.config)
-    return ModelSource(model_path=run.model, config=config, output_folder=run.path, run=run)
+    return ModelSource(model_path=run.model, config=config, output_folder=run.path, run=run,
+                       backend=backend)
 
 
-def load_model(path: Path) -> Any:
-    """Load a saved Keras model for inference, refusing anything that is not one.
+def load_model(source: ModelSource) -> Any:
+    """Start the runtime on the source's backend and load its Keras model for inference,
+    refusing anything that is not one.
 
     `safe_mode=True` refuses to run code stored in the file (lambda layers), so inspecting
     a model someone sent you cannot execute it; `compile=False` skips the optimizer and the
     loss, which inference never needs. Any failure (not a zip, not a Keras archive, a
     truncated file, a layer Keras does not know) becomes one `RunDirError` line.
     """
+    from mnist_cli import runtime
+
+    runtime.start(source.backend or source.config.runtime.backend)
     import keras
 
+    path = source.model_path
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises ValueError, OSError, zipfile and JSON errors

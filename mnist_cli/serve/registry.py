@@ -28,10 +28,7 @@ from mnist_cli.inspection.source import (
     locate_model,
     model_outputs,
 )
-from mnist_cli.runs import read_history
-
-LATEST = "latest"
-"""The name that stands for the newest run (by the start time in its folder name)."""
+from mnist_cli.runs import LATEST, read_history, resolve_run
 
 MAX_ACTIVATION_UNITS = 1024
 """Hidden layers up to this size have their activations shown; a wider one is too many
@@ -236,12 +233,14 @@ class LoadedRun:
 class RunRegistry:
     """The runs served, by name, and their models, each loaded on first use and kept."""
 
-    def __init__(self, output_root: str | Path, run_dirs: list[str | Path] | None = None):
+    def __init__(self, output_root: str | Path, run_dirs: list[str | Path] | None = None,
+                 backend: str = "auto"):
         self.output_root = Path(output_root)
+        self.backend = backend  # every model is loaded on it (runtime.start, by load_model)
         self._given: dict[str, Path] = {}
         for run_dir in run_dirs or []:
-            if str(run_dir) == LATEST and not Path(run_dir).exists():
-                run_dir = self._newest_under_root()
+            # `latest`: the newest finished run under the output root, as in every command.
+            run_dir = resolve_run(run_dir, self.output_root, finished_only=True)
             source = locate_model(run_dir)  # a typo or an unfinished run fails at start-up
             name = source.output_folder.name
             number = 2
@@ -251,16 +250,6 @@ class RunRegistry:
             self._given[name] = source.output_folder
         self._loaded: dict[str, LoadedRun] = {}
         self._lock = threading.Lock()
-
-    def _newest_under_root(self) -> Path:
-        """`mnist serve latest`: the newest finished run under the output root."""
-        found = []
-        if self.output_root.is_dir():
-            found = [summary for summary in find_runs(self.output_root)[0] if summary.complete]
-        if not found:
-            raise RunDirError(f"latest: no finished run under {self.output_root} (train one "
-                              "first, or give the output root with --out)")
-        return sort_runs(found, "date")[-1].path
 
     def runs(self) -> list[ServedRun]:
         """Every run that can be opened, oldest first: those given on the command line and
@@ -299,8 +288,8 @@ class RunRegistry:
         with self._lock:
             loaded = self._loaded.get(run.name)
             if loaded is None:
-                source = locate_model(run.path)
-                loaded = LoadedRun(run.name, source, load_model(source.model_path))
+                source = locate_model(run.path, backend=self.backend)
+                loaded = LoadedRun(run.name, source, load_model(source))
                 self._loaded[run.name] = loaded
             return loaded
 
