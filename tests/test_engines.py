@@ -77,8 +77,7 @@ def test_auto_is_fast_where_there_is_a_fast_engine():
 
 def test_a_mid_epoch_checkpoint_is_not_continued_by_the_fast_engine():
     check_resumable(None)
-    whole = Checkpoint(epochs_done=2, history=[{}, {}], model_variables=[],
-                       optimizer_variables=[], seed=0, data_fingerprint="x")
+    whole = Checkpoint(epochs_done=2, seed=0, data_fingerprint="x")
     check_resumable(whole)
     with pytest.raises(RunDirError, match="middle of an epoch by the fit engine"):
         check_resumable(Checkpoint(**{**whole.__dict__, "batches_done": 5}))

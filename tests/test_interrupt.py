@@ -38,36 +38,81 @@ def test_first_ctrl_c_asks_to_stop_second_one_quits():
 def _checkpoint(**changes) -> Checkpoint:
     values = dict(
         epochs_done=2,
-        history=[{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}],
-        model_variables=[np.arange(6, dtype=np.float32).reshape(2, 3), np.array([7], np.uint32)],
-        optimizer_variables=[np.array(10, np.int64), np.ones(3, np.float32)],
         seed=4,
         data_fingerprint="abc",
         batches_done=5,
         metric_variables=[np.array(1.5, np.float32)],
-        early_stopping={"best_value": float("nan"), "best_epoch": 2, "stopped_early": False},
-        best_weights=[np.zeros((2, 3), np.float32)],
+        states={
+            "history": {"rows": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}]},
+            "model": {"variables": [np.arange(6, dtype=np.float32).reshape(2, 3),
+                                    np.array([7], np.uint32)]},
+            "optimizer": {"variables": [np.array(10, np.int64), np.ones(3, np.float32)]},
+            "early_stopping": {"best_value": float("nan"), "best_epoch": 2,
+                               "stopped_early": False,
+                               "best_weights": [np.zeros((2, 3), np.float32)]},
+            "schedule": {"plateau_rate": None, "best_weights": []},
+        },
     )
     values.update(changes)
     return Checkpoint(**values)
 
 
 def test_checkpoint_round_trip(tmp_path: Path):
+    """Every state comes back under its key: JSON values as they were, lists of arrays
+    with their dtypes and shapes."""
     path = tmp_path / CHECKPOINT_FILE
     original = _checkpoint()
     write_checkpoint(path, original)
     loaded = read_checkpoint(path)
     assert (loaded.epochs_done, loaded.batches_done, loaded.seed) == (2, 5, 4)
     assert loaded.history == original.history
-    assert np.isnan(loaded.early_stopping["best_value"])
-    for got, expected in ((loaded.model_variables, original.model_variables),
-                          (loaded.optimizer_variables, original.optimizer_variables),
-                          (loaded.metric_variables, original.metric_variables),
-                          (loaded.best_weights, original.best_weights)):
+    assert set(loaded.states) == set(original.states)
+    assert np.isnan(loaded.states["early_stopping"]["best_value"])
+    assert loaded.states["schedule"] == {"plateau_rate": None, "best_weights": []}
+    pairs = [(loaded.metric_variables, original.metric_variables)] + [
+        (loaded.states[key][name], original.states[key][name])
+        for key, name in (("model", "variables"), ("optimizer", "variables"),
+                          ("early_stopping", "best_weights"))]
+    for got, expected in pairs:
         assert len(got) == len(expected)
         for a, b in zip(got, expected):
             assert a.dtype == b.dtype and np.array_equal(a, b)
     assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_FILE]  # no temporary left
+
+
+def test_the_checkpointer_saves_and_restores_every_registered_state(tmp_path: Path):
+    """The registry is the whole contract: a new kind of state needs only a key, state()
+    and load_state(), and a resume refuses a checkpoint that lacks one of them."""
+    from mnist_cli.runs import RunDir
+    from mnist_cli.training.checkpoints import Checkpointer
+
+    class Counter:
+        def __init__(self, key: str, value: int) -> None:
+            self.key, self.value = key, value
+
+        def state(self) -> dict:
+            return {"value": self.value, "arrays": [np.full(2, self.value)]}
+
+        def load_state(self, state: dict) -> None:
+            self.value = state["value"]
+            assert np.array_equal(state["arrays"][0], np.full(2, self.value))
+
+    model = type("Model", (), {"metrics_variables": []})()
+    saving = Checkpointer(RunDir(tmp_path), model, [Counter("a", 3), Counter("b", 7)],
+                          seed=1, fingerprint="f")
+    saving.states[0].value = 4
+    saving.save_epoch(0)
+    counters = [Counter("a", 0), Counter("b", 0)]
+    Checkpointer(RunDir(tmp_path), model, counters, seed=1, fingerprint="f").restore(
+        read_checkpoint(tmp_path / CHECKPOINT_FILE))
+    assert [counter.value for counter in counters] == [4, 7]
+    more = Checkpointer(RunDir(tmp_path), model, [*counters, Counter("c", 0)], seed=1,
+                        fingerprint="f")
+    with pytest.raises(RunDirError, match="has no c state"):
+        more.restore(read_checkpoint(tmp_path / CHECKPOINT_FILE))
+    with pytest.raises(ValueError, match="share a key"):
+        Checkpointer(RunDir(tmp_path), model, [Counter("a", 0), Counter("a", 1)], seed=1,
+                     fingerprint="f")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])

@@ -157,6 +157,10 @@ def test_early_stopping_counts_patience_as_keras_does(tmp_path, mnist_path):
     with open(run_dir / "history.csv", newline="") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
     assert metrics["stopped_early"] is True and metrics["best_epoch"] == 1
+    assert metrics["stopped_by"] == "early_stopping"
+    (line,) = [line for line in result.output.splitlines() if "Early stopping" in line]
+    assert "val_loss did not improve by more than 10 for 1 epochs; stopped after epoch 2 of 5" \
+        in line and "(best: epoch 1, val_loss " in line
 
 
 def test_initializer_keras_refuses_is_a_config_error_and_leaves_no_run(tmp_path, mnist_path):

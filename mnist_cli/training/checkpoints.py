@@ -1,23 +1,20 @@
 """Checkpoints: what a run needs to continue exactly where it stopped.
 
 After every completed epoch the run directory receives `checkpoint.npz`, written to a
-temporary file and renamed into place (`runs.atomic_path`), so a kill at any instant leaves
-either the previous epoch's checkpoint or the new one, never a torn file. (Keras's own
-`BackupAndRestore` writes in place, and restarts an interrupted epoch from its first batch.)
+temporary file and renamed into place (`atomic_files.save_with`), so a kill at any instant
+leaves either the previous epoch's checkpoint or the new one, never a torn file. (Keras's
+own `BackupAndRestore` writes in place, and restarts an interrupted epoch from its first
+batch.)
 
-A checkpoint holds:
-
-- every variable of the model (`model.variables`: weights, and the state of the random seed
-  generators of Dropout layers, so the dropout masks continue the same sequence);
-- every variable of the optimizer (step counter, Adam's moments, momentum buffers);
-- the state of each per-epoch object, which it gives (`state()`) and takes back
-  (`load_state()`): the history rows, early stopping's best value, best weights and
-  patience used, the learning-rate schedule's (reduce-on-plateau's rate and counters), and
-  the time already spent in a partial epoch;
-- how many epochs are complete, and, after a Ctrl-C in the middle of an epoch with the `fit`
-  engine on JAX, how many batches of the next one, with that epoch's metric accumulators;
-- the seconds spent training so far, and a fingerprint of the training data, so a resume
-  against a different copy of the data is refused instead of silently mixing two datasets.
+Training state is one registry: every object that holds some (the model's and optimizer's
+variables, the history rows, early stopping's best value and weights, the learning-rate
+schedule's counters, the epoch clock, the seconds spent training) is a `Stateful` with a
+key, and the pipeline hands the one list of them to the `Checkpointer`, which stores
+`{key: state}` and gives each its part back on a resume. Around them the checkpoint records
+how many epochs are complete (and, after a Ctrl-C inside an epoch with the `fit` engine on
+JAX, how many batches of the next one, with that epoch's metric accumulators), the seed, and
+a fingerprint of the training data, so a resume against a different copy of the data is
+refused instead of silently mixing two datasets.
 
 The remaining randomness, the order in which samples are visited, is not state at all:
 epoch `e` shuffles with a generator seeded from `(seed, e)` (`engines.contract`), so any
@@ -37,7 +34,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -45,12 +42,21 @@ from mnist_cli.atomic_files import json_text, save_with
 from mnist_cli.config import Config, load_config
 from mnist_cli.errors import RunDirError, describe_error
 from mnist_cli.runs import RunDir, open_run_dir
-from mnist_cli.training.early_stopping import EarlyStopping
-from mnist_cli.training.history import History
-from mnist_cli.training.progress import Progress
-from mnist_cli.training.schedules import LearningRateSchedule
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+
+
+class Stateful(Protocol):
+    """A piece of training state the checkpoint carries: the model's variables, the
+    optimizer's, the history, early stopping, the schedule, the clocks. `state()` is a dict
+    of JSON values and lists of NumPy arrays; `load_state` takes back what `state()` gave.
+    The pipeline builds the one list of them; the checkpoint stores each under its `key`."""
+
+    key: str
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
 
 
 def data_fingerprint(features: np.ndarray, labels: np.ndarray) -> str:
@@ -65,27 +71,19 @@ def data_fingerprint(features: np.ndarray, labels: np.ndarray) -> str:
 
 @dataclass
 class Checkpoint:
-    """The state of a run after `epochs_done` epochs (and `batches_done` batches of the next)."""
+    """A run after `epochs_done` epochs (and `batches_done` batches of the next, with that
+    epoch's metric accumulators): every `Stateful`'s state by its key."""
 
     epochs_done: int
-    history: list[dict[str, Any]]
-    model_variables: list[np.ndarray]
-    optimizer_variables: list[np.ndarray]
     seed: int
     data_fingerprint: str
-    train_seconds: float = 0.0
+    states: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches_done: int = 0
     metric_variables: list[np.ndarray] = field(default_factory=list)
-    partial_epoch_seconds: float = 0.0
-    early_stopping: dict[str, Any] = field(default_factory=dict)
-    best_weights: list[np.ndarray] | None = None
-    schedule: dict[str, Any] = field(default_factory=dict)
 
-    def training_done(self, config: Config) -> bool:
-        """True when no epoch is left to train: all of them ran, or early stopping ended it."""
-        return (self.batches_done == 0 and self.epochs_done >= config.train.epochs) or bool(
-            self.early_stopping.get("stopped_early")
-        )
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.states.get(HISTORY_KEY, {}).get("rows", []))
 
     def describe(self) -> str:
         where = f"epoch {self.epochs_done}"
@@ -94,42 +92,47 @@ class Checkpoint:
         return where
 
 
-def _arrays(prefix: str, values: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    return {f"{prefix}_{index:04d}": np.asarray(value) for index, value in enumerate(values)}
+HISTORY_KEY = "history"
+_ARRAYS = "__arrays__"  # in the JSON part: this entry is that many arrays beside it
+
+
+def _is_arrays(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(item, np.ndarray) for item in value)
 
 
 def write_checkpoint(path: str | Path, checkpoint: Checkpoint) -> None:
-    """Save atomically: a temporary file beside `path`, flushed, then renamed onto it."""
+    """Save atomically: a temporary file beside `path`, flushed, then renamed onto it. Each
+    state's arrays are stored as `<key>.<name>.<index>`, the rest as one JSON document."""
+    arrays: dict[str, np.ndarray] = {}
+    states: dict[str, dict[str, Any]] = {}
+    for key, state in checkpoint.states.items():
+        states[key] = {}
+        for name, value in state.items():
+            if _is_arrays(value):
+                arrays.update({f"{key}.{name}.{index:04d}": np.asarray(item)
+                               for index, item in enumerate(value)})
+                value = {_ARRAYS: len(value)}
+            states[key][name] = value
+    arrays.update({f"metrics.{index:04d}": np.asarray(value)
+                   for index, value in enumerate(checkpoint.metric_variables)})
     meta = {
         "format": CHECKPOINT_FORMAT,
         "epochs_done": checkpoint.epochs_done,
         "batches_done": checkpoint.batches_done,
-        "history": checkpoint.history,
         "seed": checkpoint.seed,
         "data_fingerprint": checkpoint.data_fingerprint,
-        "train_seconds": checkpoint.train_seconds,
-        "partial_epoch_seconds": checkpoint.partial_epoch_seconds,
-        "early_stopping": checkpoint.early_stopping,
-        "schedule": checkpoint.schedule,
-        "has_best_weights": checkpoint.best_weights is not None,
+        "metric_variables": len(checkpoint.metric_variables),
+        "states": states,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    arrays = {"meta": np.array(json_text(meta))}
-    arrays.update(_arrays("model", checkpoint.model_variables))
-    arrays.update(_arrays("optimizer", checkpoint.optimizer_variables))
-    arrays.update(_arrays("metrics", checkpoint.metric_variables))
-    arrays.update(_arrays("best", checkpoint.best_weights or []))
+    arrays["meta"] = np.array(json_text(meta))
 
     def write(temporary: Path) -> None:
         with open(temporary, "wb") as handle:  # a handle: np.savez would append ".npz"
             np.savez(handle, **arrays)
 
     save_with(path, write)
-
-
-def _group(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
-    names = sorted(name for name in arrays if name.startswith(prefix + "_"))
-    return [arrays[name] for name in names]
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
@@ -145,31 +148,31 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(str(arrays.pop("meta")))
         if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
             raise RunDirError(f"{damaged} (unknown checkpoint format)")
+        states = {
+            key: {name: [arrays[f"{key}.{name}.{index:04d}"] for index in range(value[_ARRAYS])]
+                  if isinstance(value, dict) and _ARRAYS in value else value
+                  for name, value in state.items()}
+            for key, state in dict(meta["states"]).items()
+        }
         checkpoint = Checkpoint(
             epochs_done=int(meta["epochs_done"]),
             batches_done=int(meta["batches_done"]),
-            history=list(meta["history"]),
             seed=int(meta["seed"]),
             data_fingerprint=str(meta["data_fingerprint"]),
-            train_seconds=float(meta["train_seconds"]),
-            partial_epoch_seconds=float(meta["partial_epoch_seconds"]),
-            early_stopping=dict(meta["early_stopping"]),
-            schedule=dict(meta.get("schedule", {})),
-            model_variables=_group(arrays, "model"),
-            optimizer_variables=_group(arrays, "optimizer"),
-            metric_variables=_group(arrays, "metrics"),
-            best_weights=_group(arrays, "best") if meta["has_best_weights"] else None,
+            states=states,
+            metric_variables=[arrays[f"metrics.{index:04d}"]
+                              for index in range(int(meta["metric_variables"]))],
         )
     except FileNotFoundError:
         raise RunDirError(f"{path}: no checkpoint") from None
     except RunDirError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
-            zlib.error) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+            zipfile.BadZipFile, zlib.error) as error:
         raise RunDirError(f"{damaged} ({describe_error(error, 150)})") from None
-    if checkpoint.epochs_done < 0 or checkpoint.batches_done < 0 or len(
-        checkpoint.history
-    ) != checkpoint.epochs_done:
+    if checkpoint.epochs_done < 0 or checkpoint.batches_done < 0 or (
+            HISTORY_KEY in checkpoint.states
+            and len(checkpoint.history) != checkpoint.epochs_done):
         raise RunDirError(f"{damaged} (its epoch count and history disagree)")
     return checkpoint
 
@@ -178,18 +181,17 @@ def _values(variables: Sequence[Any]) -> list[np.ndarray]:
     return [np.array(variable.numpy()) for variable in variables]
 
 
-def _assign(variables: Sequence[Any], values: Sequence[np.ndarray], what: str,
-            where: Path) -> None:
+def _assign(variables: Sequence[Any], values: Sequence[np.ndarray], what: str) -> None:
     """Load `values` into Keras variables, refusing a checkpoint of another architecture."""
     if len(variables) != len(values):
         raise RunDirError(
-            f"{where}: the checkpoint holds {len(values)} {what} variables but the model of "
+            f"the checkpoint holds {len(values)} {what} variables but the model of "
             f"config.yaml has {len(variables)}; was config.yaml edited after the run started?"
         )
     for variable, value in zip(variables, values):
         if tuple(variable.shape) != tuple(value.shape):
             raise RunDirError(
-                f"{where}: {what} variable {variable.path} has shape {tuple(variable.shape)} "
+                f"{what} variable {variable.path} has shape {tuple(variable.shape)} "
                 f"in the model but {tuple(value.shape)} in the checkpoint; was config.yaml "
                 "edited after the run started?"
             )
@@ -197,53 +199,90 @@ def _assign(variables: Sequence[Any], values: Sequence[np.ndarray], what: str,
         variable.assign(value)
 
 
-class Checkpointer:
-    """Saves a run's state after every completed epoch, and on Ctrl-C within one, asking the
-    history, early stopping and progress for theirs; `restore` gives it back to them and
-    to a freshly built model and its optimizer before training continues."""
+class ModelVariables:
+    """Every variable of the model: weights, and the state of the seed generators of
+    Dropout layers, so the dropout masks continue the same sequence."""
 
-    def __init__(self, run: RunDir, model: Any, history: History,
-                 early_stopping: EarlyStopping, progress: Progress, *, seed: int,
-                 fingerprint: str, schedule: LearningRateSchedule | None = None) -> None:
-        self.path = run.checkpoint
+    key = "model"
+
+    def __init__(self, model: Any) -> None:
         self.model = model
-        self.history = history
-        self.early_stopping = early_stopping
-        self.progress = progress
-        self.schedule = schedule
-        self.seed = seed
-        self.fingerprint = fingerprint
+
+    def state(self) -> dict[str, Any]:
+        return {"variables": _values(self.model.variables)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        _assign(self.model.variables, state["variables"], "model")
+
+
+class OptimizerVariables:
+    """Every variable of the optimizer: step counter, Adam's moments, momentum buffers."""
+
+    key = "optimizer"
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def state(self) -> dict[str, Any]:
+        return {"variables": _values(self.model.optimizer.variables)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        optimizer = self.model.optimizer
+        if not optimizer.built:
+            optimizer.build(self.model.trainable_variables)
+        _assign(optimizer.variables, state["variables"], "optimizer")
+
+
+class TrainingClock:
+    """Seconds spent training by this run, over every process that worked on it."""
+
+    key = "clock"
+
+    def __init__(self) -> None:
         self.seconds_before = 0.0
         self.session_started: float | None = None
-        # (epochs done, batches of the next epoch done) of the checkpoint on disk, if any.
-        self.last_saved: tuple[int, int] | None = None
 
-    def start_clock(self) -> None:
+    def start(self) -> None:
         """Training (not data loading or start-up) begins now in this process."""
         self.session_started = time.perf_counter()
 
-    def train_seconds(self) -> float:
-        """Seconds spent training by this run, over every process that worked on it."""
+    def seconds(self) -> float:
         running = 0.0 if self.session_started is None else (
             time.perf_counter() - self.session_started)
         return self.seconds_before + running
 
+    def state(self) -> dict[str, Any]:
+        return {"train_seconds": round(self.seconds(), 4)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.seconds_before = float(state["train_seconds"])
+
+
+class Checkpointer:
+    """Saves every `Stateful`'s state after each completed epoch, and on Ctrl-C within one;
+    `restore` gives each its state back before training continues."""
+
+    def __init__(self, run: RunDir, model: Any, states: Sequence[Stateful], *, seed: int,
+                 fingerprint: str) -> None:
+        keys = [state.key for state in states]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"two training states share a key: {keys}")
+        self.path = run.checkpoint
+        self.model = model
+        self.states = list(states)
+        self.seed = seed
+        self.fingerprint = fingerprint
+        # (epochs done, batches of the next epoch done) of the checkpoint on disk, if any.
+        self.last_saved: tuple[int, int] | None = None
+
     def capture(self, epochs_done: int, batches_done: int = 0) -> Checkpoint:
-        early_stopping, best_weights = self.early_stopping.state()
         return Checkpoint(
             epochs_done=epochs_done,
             batches_done=batches_done,
-            history=self.history.state(),
-            model_variables=_values(self.model.variables),
-            optimizer_variables=_values(self.model.optimizer.variables),
-            metric_variables=_values(self.model.metrics_variables) if batches_done else [],
             seed=self.seed,
             data_fingerprint=self.fingerprint,
-            train_seconds=round(self.train_seconds(), 4),
-            partial_epoch_seconds=round(self.progress.state(), 4) if batches_done else 0.0,
-            early_stopping=early_stopping,
-            best_weights=best_weights,
-            schedule=self.schedule.state() if self.schedule is not None else {},
+            states={state.key: state.state() for state in self.states},
+            metric_variables=_values(self.model.metrics_variables) if batches_done else [],
         )
 
     def save_epoch(self, epoch: int) -> None:
@@ -258,30 +297,31 @@ class Checkpointer:
         self.last_saved = (epoch, batches_done)
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Load `checkpoint` into the model, its optimizer and the per-epoch objects."""
+        """Give every state its part of `checkpoint`."""
         if checkpoint.data_fingerprint != self.fingerprint:
             raise RunDirError(
                 f"{self.path}: the training data differs from the data this run started with "
                 "(another file, or MNIST_DATA / data.path now points elsewhere); point them at "
                 "the copy the run used, or start a new run"
             )
-        _assign(self.model.variables, checkpoint.model_variables, "model", self.path)
-        optimizer = self.model.optimizer
-        if not optimizer.built:
-            optimizer.build(self.model.trainable_variables)
-        _assign(optimizer.variables, checkpoint.optimizer_variables, "optimizer", self.path)
-        self.history.load_state(checkpoint.history)
-        self.early_stopping.load_state(checkpoint.early_stopping, checkpoint.best_weights)
-        self.progress.load_state(checkpoint.partial_epoch_seconds)
-        if self.schedule is not None:
-            self.schedule.load_state(checkpoint.schedule)
-        self.seconds_before = checkpoint.train_seconds
+        missing = [state.key for state in self.states if state.key not in checkpoint.states]
+        if missing:
+            raise RunDirError(f"{self.path}: the checkpoint has no {', '.join(missing)} state; "
+                              "delete it to restart this run from its first epoch with --resume")
+        for state in self.states:
+            try:
+                state.load_state(checkpoint.states[state.key])
+            except RunDirError as error:
+                raise RunDirError(f"{self.path}: {error}") from None
         self.last_saved = (checkpoint.epochs_done, checkpoint.batches_done)
 
     def restore_metrics(self, checkpoint: Checkpoint) -> None:
         """Put back the metric accumulators of a partly trained epoch (call after the
         engine reset them at the epoch's start)."""
-        _assign(self.model.metrics_variables, checkpoint.metric_variables, "metric", self.path)
+        try:
+            _assign(self.model.metrics_variables, checkpoint.metric_variables, "metric")
+        except RunDirError as error:
+            raise RunDirError(f"{self.path}: {error}") from None
 
     def remove(self) -> None:
         """The run finished: its outputs are written, the checkpoint is no longer needed."""
@@ -304,7 +344,7 @@ def find_resume_point(path: str | Path) -> ResumePoint:
     Imports no Keras: `--resume` of a wrong folder fails at once.
     """
     run = open_run_dir(path)
-    if run.metrics.exists():
+    if run.finished:
         raise RunDirError(
             f"{run.path}: this run already finished (it has {run.metrics.name}); nothing to "
             f"resume. To train the same config again: mnist train -c {run.config}"

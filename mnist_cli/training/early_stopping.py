@@ -15,6 +15,8 @@ from mnist_cli.config import EarlyStopping as EarlyStoppingSettings
 class EarlyStopping:
     """Watches each epoch's row; `update` says when to stop. With no settings it never does."""
 
+    key = "early_stopping"
+
     def __init__(self, settings: EarlyStoppingSettings | None, model: Any) -> None:
         self.settings = settings
         self.model = model
@@ -52,21 +54,30 @@ class EarlyStopping:
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
 
-    def state(self) -> tuple[dict[str, Any], list[np.ndarray] | None]:
-        """The counters (JSON-ready) and the best weights (arrays, or None)."""
-        counters = {
+    def state(self) -> dict[str, Any]:
+        """The counters and the best weights (arrays, or None)."""
+        return {
             "best_value": self.best_value,
             "best_epoch": self.best_epoch,
             "epochs_without_improvement": self.epochs_without_improvement,
             "stopped_early": self.stopped_early,
+            "best_weights": None if self.best_weights is None else [
+                np.array(weight) for weight in self.best_weights],
         }
-        weights = None if self.best_weights is None else [
-            np.array(weight) for weight in self.best_weights]
-        return counters, weights
 
-    def load_state(self, counters: dict[str, Any], weights: list[np.ndarray] | None) -> None:
-        self.best_value = counters.get("best_value")
-        self.best_epoch = counters.get("best_epoch")
-        self.epochs_without_improvement = int(counters.get("epochs_without_improvement", 0))
-        self.stopped_early = bool(counters.get("stopped_early", False))
-        self.best_weights = weights
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.best_value = state.get("best_value")
+        self.best_epoch = state.get("best_epoch")
+        self.epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
+        self.stopped_early = bool(state.get("stopped_early", False))
+        self.best_weights = state.get("best_weights")
+
+    def summary(self, epochs_run: int, epochs: int) -> str:
+        """One line for a run that stopped early: why, where, and which weights it keeps."""
+        settings = self.settings
+        kept = ("the best epoch's weights restored" if settings.restore_best_weights
+                else "the last epoch's weights kept")
+        return (f"Early stopping: {settings.monitor} did not improve by more than "
+                f"{settings.min_delta:g} for {settings.patience} epochs; stopped after epoch "
+                f"{epochs_run} of {epochs} (best: epoch {self.best_epoch}, {settings.monitor} "
+                f"{self.best_value:.4f}); {kept}")

@@ -11,15 +11,24 @@ observer, if any, asked to stop.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mnist_cli.training import interrupt
-from mnist_cli.training.checkpoints import Checkpointer
+from mnist_cli.training.checkpoints import (
+    Checkpointer,
+    ModelVariables,
+    OptimizerVariables,
+    Stateful,
+    TrainingClock,
+)
 from mnist_cli.training.early_stopping import EarlyStopping
 from mnist_cli.training.history import History, epoch_row
 from mnist_cli.training.progress import Progress
 from mnist_cli.training.schedules import LearningRateSchedule
 from mnist_cli.training.tensorboard import TensorBoardLog
+
+EARLY_STOPPING = "early_stopping"  # metrics.json's stopped_by when early stopping ended it
 
 
 class EpochObserver(Protocol):
@@ -34,46 +43,66 @@ class EpochObserver(Protocol):
         """Epoch `row["epoch"]` (1-based) is saved with its history row; True: stop now."""
 
 
+@dataclass
+class TrainingState:
+    """Everything training changes as it goes; `registry()` is the one list of what the
+    checkpoint carries, in the order a resume gives it back."""
+
+    model: Any
+    history: History
+    progress: Progress
+    early_stopping: EarlyStopping
+    schedule: LearningRateSchedule
+    clock: TrainingClock
+
+    def registry(self) -> list[Stateful]:
+        return [ModelVariables(self.model), OptimizerVariables(self.model), self.history,
+                self.early_stopping, self.schedule, self.progress, self.clock]
+
+
 class EpochEvents:
-    def __init__(self, model: Any, history: History, progress: Progress,
-                 early_stopping: EarlyStopping, checkpointer: Checkpointer,
+    def __init__(self, state: TrainingState, checkpointer: Checkpointer,
                  tensorboard: TensorBoardLog | None = None,
-                 observers: Sequence[EpochObserver] = (),
-                 schedule: LearningRateSchedule | None = None) -> None:
-        self.model = model
-        self.schedule = schedule
-        self.history = history
-        self.progress = progress
-        self.early_stopping = early_stopping
+                 observers: Sequence[EpochObserver] = ()) -> None:
+        self.state = state
         self.checkpointer = checkpointer
         self.tensorboard = tensorboard
         self.observers = list(observers)
-        self.stopped_by: str | None = None  # the stop_reason of the observer that stopped it
+        self.observer_stop: str | None = None  # the stop_reason of the observer that stopped it
 
     def epoch_started(self, epoch: int) -> None:
-        if self.schedule is not None:
-            self.schedule.epoch_started(epoch)
-        self.progress.epoch_started(epoch)
+        self.state.schedule.epoch_started(epoch)
+        self.state.progress.epoch_started(epoch)
 
     def epoch_ended(self, epoch: int, logs: Mapping[str, Any]) -> bool:
-        row = epoch_row(epoch, logs, self.model.optimizer.learning_rate,
-                        self.progress.seconds_in_epoch())
-        self.history.append(row)
-        if self.schedule is not None:
-            self.schedule.update(row)
-        self.progress.epoch_ended(row)
-        stop = self.early_stopping.update(row)
+        state = self.state
+        row = epoch_row(epoch, logs, state.model.optimizer.learning_rate,
+                        state.progress.seconds_in_epoch())
+        state.history.append(row)
+        state.schedule.update(row)
+        state.progress.epoch_ended(row)
+        stop = state.early_stopping.update(row)
         if self.tensorboard is not None:
             self.tensorboard.epoch_ended(row)
         self.checkpointer.save_epoch(epoch)
         for observer in self.observers:
-            if observer.epoch_ended(row) and self.stopped_by is None:
-                self.stopped_by = observer.stop_reason
-        return stop or self.stopped_by is not None or interrupt.stop_requested()
+            if observer.epoch_ended(row) and self.observer_stop is None:
+                self.observer_stop = observer.stop_reason
+        return stop or self.observer_stop is not None or interrupt.stop_requested()
 
     def batch_ended(self, epoch: int, batches_done: int, batches: int) -> None:
-        self.progress.batch_ended(epoch, batches_done, batches)
+        self.state.progress.batch_ended(epoch, batches_done, batches)
 
     def epoch_interrupted(self, epoch: int, batches_done: int) -> None:
-        self.progress.stopped_in_epoch()
+        self.state.progress.stopped_in_epoch()
         self.checkpointer.save_partial(epoch, batches_done)
+
+    def stopped_by(self) -> str | None:
+        """What ended training before its last epoch: early stopping, an observer, or None."""
+        if self.state.early_stopping.stopped_early:
+            return EARLY_STOPPING
+        return self.observer_stop
+
+    def training_done(self, epochs: int) -> bool:
+        """No epoch is left to train: all of them ran, or something stopped it for good."""
+        return len(self.state.history) >= epochs or self.stopped_by() is not None

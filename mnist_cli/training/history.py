@@ -40,6 +40,8 @@ def epoch_row(epoch: int, logs: Mapping[str, Any], learning_rate: Any,
 class History:
     """The rows of the completed epochs, mirrored in `path` (history.csv)."""
 
+    key = "history"  # checkpoints.HISTORY_KEY
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
@@ -54,11 +56,11 @@ class History:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def state(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in self.rows]
+    def state(self) -> dict[str, Any]:
+        return {"rows": [dict(row) for row in self.rows]}
 
-    def load_state(self, rows: list[dict[str, Any]]) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         """Take the checkpoint's rows and rewrite history.csv with them: this drops the row
         of an epoch whose checkpoint never landed."""
-        self.rows = [dict(row) for row in rows]
+        self.rows = [dict(row) for row in state["rows"]]
         self.write()

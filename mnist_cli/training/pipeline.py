@@ -40,11 +40,12 @@ from mnist_cli.training.checkpoints import (
     Checkpoint,
     Checkpointer,
     ResumePoint,
+    TrainingClock,
     data_fingerprint,
 )
 from mnist_cli.training.early_stopping import EarlyStopping
 from mnist_cli.training.engines.contract import EngineJob, PartialEpoch
-from mnist_cli.training.epochs import EpochEvents, EpochObserver
+from mnist_cli.training.epochs import EpochEvents, EpochObserver, TrainingState
 from mnist_cli.training.history import History
 from mnist_cli.training.progress import Progress
 from mnist_cli.training.schedules import LearningRateSchedule
@@ -110,25 +111,26 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
              f"{len(data.y_test)} test")
         if config.data.augment is not None and not run.augmentations.exists():
             _write_augmentations(run, config, data)
-        history = History(run.history)
-        progress = Progress(config.train.epochs, echo=echo,
-                            bar=ProgressBar(Output()) if progress_bar else None)
-        early_stopping = EarlyStopping(config.train.early_stopping, model)
-        schedule = LearningRateSchedule(config.train.schedule, config.train.learning_rate,
-                                        config.train.epochs, model.optimizer)
-        checkpointer = Checkpointer(run, model, history, early_stopping, progress,
-                                    seed=config.seed,
-                                    fingerprint=data_fingerprint(data.x_train, data.y_train),
-                                    schedule=schedule)
+        state = TrainingState(
+            model=model,
+            history=History(run.history),
+            progress=Progress(config.train.epochs, echo=echo,
+                              bar=ProgressBar(Output()) if progress_bar else None),
+            early_stopping=EarlyStopping(config.train.early_stopping, model),
+            schedule=LearningRateSchedule(config.train.schedule, config.train.learning_rate,
+                                          config.train.epochs, model.optimizer),
+            clock=TrainingClock(),
+        )
+        checkpointer = Checkpointer(run, model, state.registry(), seed=config.seed,
+                                    fingerprint=data_fingerprint(data.x_train, data.y_train))
         if checkpoint is not None:
             checkpointer.restore(checkpoint)
         else:
-            history.write()
+            state.history.write()
         initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
         tensorboard = tensorboard_log(resolved, run.path, model, data.x_train, data.y_train,
                                       initial_epoch, echo)
-        events = EpochEvents(model, history, progress, early_stopping, checkpointer,
-                             tensorboard, observers, schedule)
+        events = EpochEvents(state, checkpointer, tensorboard, observers)
         job = EngineJob(
             model=model, config=config, data=data, events=events,
             initial_epoch=initial_epoch,
@@ -140,20 +142,20 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         notice = (interrupt.NOTICE_BATCH if engines.stops_inside_epochs(engine)
                   else interrupt.NOTICE_EPOCH)
         with interrupt.stop_on_sigint(notice):
-            checkpointer.start_clock()
-            if checkpoint is None or not checkpoint.training_done(config):
+            state.clock.start()
+            if not events.training_done(config.train.epochs):
                 engines.run(engine, backend, job)
-            train_seconds = checkpointer.train_seconds()
-        finished = (len(history) >= config.train.epochs or early_stopping.stopped_early
-                    or events.stopped_by is not None)
-        if interrupt.stop_requested() and not finished:
+            train_seconds = state.clock.seconds()
+        if interrupt.stop_requested() and not events.training_done(config.train.epochs):
             raise _interrupted(run, checkpointer.last_saved, config)
 
         # The artifacts, metrics.json last.
-        early_stopping.finish()
-        return _finish(run, config, data, model, history, early_stopping, engine,
-                       train_seconds, checkpointer, tensorboard, echo, events.stopped_by,
-                       devices)
+        if state.early_stopping.stopped_early:
+            echo(state.early_stopping.summary(len(state.history), config.train.epochs))
+        state.early_stopping.finish()
+        return _finish(_Finished(run, config, data, state, engine, train_seconds,
+                                 events.stopped_by(), devices),
+                       checkpointer, tensorboard, echo)
     except KeyboardInterrupt:
         saved = checkpointer.last_saved if checkpointer is not None else None
         raise _interrupted(run, saved or on_disk, config) from None
@@ -223,13 +225,27 @@ def _interrupted(run: RunDir, saved: tuple[int, int] | None, config: Config) -> 
     )
 
 
-def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history: History,
-            early_stopping: EarlyStopping, engine: str, train_seconds: float,
-            checkpointer: Checkpointer, tensorboard: TensorBoardLog | None,
-            echo: Callable[[str], None], stopped_by: str | None,
-            devices: dict[str, Any]) -> TrainResult:
-    """Write the model, the figures and, last, metrics.json, which marks the run finished.
-    `stopped_by` names the observer that ended training before its last epoch, if one did."""
+@dataclass
+class _Finished:
+    """A run whose training is over, before its artifacts are written. `stopped_by` names
+    what ended it before its last epoch (early stopping, a sweep's pruner), if anything."""
+
+    run: RunDir
+    config: Config
+    data: PreparedData
+    state: TrainingState
+    engine: str
+    train_seconds: float
+    stopped_by: str | None
+    devices: dict[str, Any]
+
+
+def _finish(done: _Finished, checkpointer: Checkpointer, tensorboard: TensorBoardLog | None,
+            echo: Callable[[str], None]) -> TrainResult:
+    """Write the model, the figures and, last, metrics.json, which marks the run finished."""
+    run, config, data, state = done.run, done.config, done.data, done.state
+    model, history, early_stopping = state.model, state.history, state.early_stopping
+    train_seconds = done.train_seconds
     save_with(run.model, model.save)
     metrics, outputs = artifacts.test_metrics(model, config.train.loss, data.x_test, data.y_test)
     epochs_run = len(history)
@@ -239,16 +255,16 @@ def _finish(run: RunDir, config: Config, data: PreparedData, model: Any, history
             plan.samples_trained(config, len(data.y_train), epochs_run) / train_seconds, 1)
         if train_seconds > 0 else None,
         "epochs_completed": epochs_run,
-        "stopped_early": early_stopping.stopped_early,
-        "stopped_by": stopped_by,
+        "stopped_early": done.stopped_by is not None,
+        "stopped_by": done.stopped_by,
         "best_epoch": early_stopping.best_epoch,
         "num_train": int(len(data.y_train)),
         "num_validation": int(len(data.y_val)),
         "split": config.data.split,
         "test_fraction": config.data.test_fraction if config.data.split == "pooled" else None,
         "seed": config.seed,
-        "engine": engine,
-        "devices": devices,
+        "engine": done.engine,
+        "devices": done.devices,
         "peak_memory_mib": _peak_memory_mib(),
         "data_source": data.source,
         "versions": _versions(),

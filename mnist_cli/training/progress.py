@@ -17,6 +17,8 @@ from mnist_cli.terminal import ProgressBar
 class Progress:
     """Times each epoch and, when `echo` is given, prints one line per completed epoch."""
 
+    key = "progress"
+
     def __init__(self, epochs: int, echo: Callable[[str], None] | None = None,
                  bar: ProgressBar | None = None) -> None:
         self.epochs = epochs
@@ -24,10 +26,12 @@ class Progress:
         self.bar = bar
         self._started = time.perf_counter()
         self._carried = 0.0  # seconds of the next epoch spent in an earlier process
+        self._in_epoch = False
 
     def epoch_started(self, epoch: int) -> None:
         self._started = time.perf_counter() - self._carried
         self._carried = 0.0
+        self._in_epoch = True
         if self.bar is not None:
             self.bar.start()
 
@@ -45,6 +49,7 @@ class Progress:
         return time.perf_counter() - self._started
 
     def epoch_ended(self, row: dict[str, Any]) -> None:
+        self._in_epoch = False
         if self.bar is not None:
             self.bar.clear()
         if self.echo is None:
@@ -56,10 +61,11 @@ class Progress:
         parts.append(f"{row['seconds']:.2f}s")
         self.echo(" - ".join(parts))
 
-    def state(self) -> float:
-        """Seconds spent so far in the current epoch."""
-        return self.seconds_in_epoch()
+    def state(self) -> dict[str, Any]:
+        """Seconds spent so far in an epoch that has not ended (0 between epochs)."""
+        return {"seconds_in_epoch": round(self.seconds_in_epoch(), 4) if self._in_epoch
+                else 0.0}
 
-    def load_state(self, seconds: float) -> None:
-        """The next epoch to start continues one that already ran for `seconds`."""
-        self._carried = seconds
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The next epoch to start continues one that already ran for that long."""
+        self._carried = float(state["seconds_in_epoch"])

@@ -38,6 +38,8 @@ class LearningRateSchedule:
     """Sets the optimizer's rate at every epoch start; `update` takes each completed epoch's
     history row (for `plateau`)."""
 
+    key = "schedule"
+
     def __init__(self, settings: Schedule, base_rate: float, epochs: int, optimizer: Any) -> None:
         self.settings = settings
         self.base_rate = base_rate
