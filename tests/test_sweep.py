@@ -397,6 +397,9 @@ def test_seeds_reports_mean_and_standard_deviation(tmp_path, mnist_path):
       "sampler": "grid"}, "a grid needs choices"),
     ({"space": {"train.learning_rate": {"choices": [0.1]}}, "metric": "test_accuracy",
       "trials": 1}, "metric: must be one of"),
+    # Refused before trial 0 trains, not after it: no validation set to optimise on.
+    ({"space": {"train.learning_rate": {"choices": [0.1]}}, "sampler": "grid",
+      "set": {"data.validation_split": 0}}, "metric: val_accuracy needs a validation set"),
 ])
 def test_bad_sweep_files_are_one_error_line(tmp_path, mnist_path, settings, message):
     sweep_file = write_sweep(tmp_path, mnist_path, **settings)
@@ -413,3 +416,26 @@ def test_grid_points_of_ranges_stay_inside_them():
     assert Parameter(low=0.0, high=0.3, step=0.1).grid_values("k") == [0.0, 0.1, 0.2, 0.3]
     assert Parameter(low=2, high=10, step=4).grid_values("k") == [2, 6, 10]
     assert Parameter(low=1, high=3).grid_values("k") == [1, 2, 3]
+
+
+@pytest.mark.parametrize("bundled", sorted((PROJECT / "sweeps").glob("*.yaml")),
+                         ids=lambda path: path.stem)
+def test_every_bundled_sweep_runs_to_its_end(tmp_path, mnist_path, bundled):
+    """Each sweep file as shipped (its base config, space, sampler, metric and pruning), on
+    600 digits for 2 epochs and 2 trials, so that one which cannot finish is found here."""
+    sweep = yaml.safe_load(bundled.read_text())
+    sweep["base"] = str((bundled.parent / sweep["base"]).resolve())
+    base = yaml.safe_load(Path(sweep["base"]).read_text())
+    shrink = {"data.path": str(mnist_path), "data.subset": {"train": 600, "test": 200},
+              "train.epochs": 2}
+    if base.get("train", {}).get("schedule", {}).get("warmup_epochs"):
+        shrink["train.schedule.warmup_epochs"] = 1
+    sweep["set"] = {**sweep.get("set", {}), **shrink}
+    sweep["trials"] = 2
+    path = tmp_path / bundled.name
+    path.write_text(yaml.safe_dump(sweep))
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "2 complete trials" in result.output, result.output
+    folder = only_sweep_folder(tmp_path / "out")
+    assert len(trial_runs(folder)) == 2 and (folder / "trials.csv").is_file()

@@ -241,9 +241,15 @@ def saved_sweep(settings: SweepSettings, base_config: Config, source: str) -> Sa
     saved = SavedSweep(**fields, base_config=base_config.to_dict())
     example = {key: parameter.example() for key, parameter in saved.space.items()}
     try:
-        saved.trial_config(example, "trial-check", "outputs")
+        trial = saved.trial_config(example, "trial-check", "outputs")
     except ConfigError as error:
         raise ConfigError(f"{source}: space: {error}") from None
+    if saved.metric.startswith("val_") and trial.data.validation_split == 0:
+        # Checked here, not after trial 0 has trained for nothing.
+        raise ConfigError(
+            f"{source}: metric: {saved.metric} needs a validation set, and the base config "
+            "holds none out: add data.validation_split (e.g. 0.1) under set:, or use "
+            "metric: accuracy (the training accuracy)")
     if saved.sampler == "grid":
         saved.grid()
     return saved
