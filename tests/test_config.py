@@ -144,6 +144,23 @@ def test_bad_override_syntax():
     result = CliRunner().invoke(cli, ["train", "--set", "train.epochs", "--dry-run"])
     assert result.exit_code == 2
     assert "expected KEY=VALUE" in result.output
+    # `--set KEY VALUE`, as other tools take it: a hint, not click's stray-argument error.
+    result = CliRunner().invoke(cli, ["train", "-c", str(CONFIGS[0]), "--set", "train.epochs",
+                                      "5", "--dry-run"])
+    assert result.exit_code == 2
+    assert "write --set train.epochs=VALUE" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_config_with_several_problems_names_them_all(tmp_path):
+    path = write_config(tmp_path, "train:\n  epochs: many\n  batch_size: -3\nmodel:\n"
+                                  "  hidden_activation: rleu\n")
+    result = CliRunner().invoke(cli, ["train", "--config", str(path), "--dry-run", "--no-summary"])
+    assert result.exit_code == 2, result.output
+    for problem in ("train.epochs: must be a valid integer", "train.batch_size: must be greater",
+                    "model.hidden_activation: must be one of"):
+        assert problem in result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_missing_config_file(tmp_path):

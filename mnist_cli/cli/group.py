@@ -11,7 +11,7 @@ import signal
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import Interrupted, MnistCliError, describe_error
+from mnist_cli.errors import ConfigError, Interrupted, MnistCliError, describe_error
 from mnist_cli.terminal import say_error
 
 # A command sets ctx.meta[SHOW_TRACEBACKS] = True (`mnist train --verbose`) to let an
@@ -41,6 +41,17 @@ class RunPath(click.Path):
         from mnist_cli.runs import resolve_run
 
         return str(resolve_run(value, finished_only=self.finished_only))
+
+
+def check_overrides(context: click.Context, parameter: click.Parameter,
+                    values: tuple[str, ...]) -> tuple[str, ...]:
+    """`--set` takes one word, KEY=VALUE: `--set train.epochs 5` would leave `5` behind as
+    a stray argument, so say what to write instead (click runs this before that error)."""
+    for value in values:
+        if "=" not in value:
+            raise ConfigError(f"--set {value!r}: expected KEY=VALUE as one word: write "
+                              f"--set {value}=VALUE, for example --set train.epochs=5")
+    return values
 
 
 class _Group(click.Group):

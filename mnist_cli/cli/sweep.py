@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mnist_cli.cli.group import cli
+from mnist_cli.cli.group import check_overrides, cli
 from mnist_cli.errors import UsageError
 
 
@@ -19,7 +19,7 @@ from mnist_cli.errors import UsageError
                    "report the mean ± standard deviation of every metric.")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
               help="With --seeds: the config to repeat.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=check_overrides,
               help="With --seeds: override one config key (repeatable).")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Trials trained at once, each in its own process with its share of the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from mnist_cli import choices
-from mnist_cli.cli.group import SHOW_TRACEBACKS, RunPath, cli
+from mnist_cli.cli.group import SHOW_TRACEBACKS, RunPath, check_overrides, cli
 from mnist_cli.errors import ConfigError, UsageError
 from mnist_cli.terminal import Output
 
@@ -16,7 +16,7 @@ from mnist_cli.terminal import Output
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False),
               help="YAML config of the experiment (defaults are used for missing keys); "
                    "the same as giving CONFIG.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=check_overrides,
               help="Override one config key, e.g. --set train.epochs=5 (repeatable).")
 @click.option("--epochs", type=int, help="Shortcut for --set train.epochs=N.")
 @click.option("--batch-size", type=int, help="Shortcut for --set train.batch_size=N.")

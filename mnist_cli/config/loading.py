@@ -76,18 +76,20 @@ def first_problem_location(error: ValidationError) -> str:
 
 
 def describe_validation_error(error: ValidationError) -> str:
-    """The first problem of a pydantic error as `key: message (got value)`, on one line."""
-    first = error.errors()[0]
-    location = _format_location(first["loc"])
-    message = _readable_message(first, location)
-    got = first.get("input")
-    show_input = first["type"] not in {"extra_forbidden", "missing"} and isinstance(
+    """Every problem of a pydantic error as `key: message (got value)`, joined on one line,
+    so that a config is fixed in one pass rather than one problem per try."""
+    return "; ".join(_describe_problem(problem) for problem in error.errors())
+
+
+def _describe_problem(problem: Any) -> str:
+    location = _format_location(problem["loc"])
+    message = _readable_message(problem, location)
+    got = problem.get("input")
+    show_input = problem["type"] not in {"extra_forbidden", "missing"} and isinstance(
         got, (str, int, float, bool)
     )
     suffix = f" (got {got!r})" if show_input else ""
-    extra = len(error.errors()) - 1
-    more = f" [and {extra} more problem{'s' if extra > 1 else ''}]" if extra else ""
-    return f"{location}: {message}{suffix}{more}" if location else f"{message}{suffix}{more}"
+    return f"{location}: {message}{suffix}" if location else f"{message}{suffix}"
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
