@@ -461,6 +461,27 @@ def test_an_unevenly_lit_photo_is_read_and_an_unevenly_lit_empty_page_is_blank(t
         load_digit_image(tmp_path / "empty.jpg")
 
 
+@pytest.mark.parametrize("table", ["left", "bottom", "left and top"])
+def test_a_photo_with_the_dark_table_at_its_edge_is_read_as_the_digit_on_the_paper(
+        tmp_path, table):
+    """The photo shows the table beside the page: the table is not the paper's background,
+    nor the digit."""
+    drawn = np.asarray(draw_synthetic_digit(7, side=200, width=14)).astype(np.float64)
+    page = np.full((300, 400), 205.0)
+    page[50:250, 110:310] -= drawn * (130 / 255)
+    if "left" in table:
+        page[:, :50] = 40.0
+    if "bottom" in table:
+        page[-60:, :] = 40.0
+    if "top" in table:
+        page[:30, :] = 40.0
+    page += np.random.default_rng(4).normal(0.0, 3.0, page.shape)
+    Image.fromarray(np.clip(page, 0, 255).astype(np.uint8)).save(tmp_path / "desk.jpg")
+    prepared = load_digit_image(tmp_path / "desk.jpg")
+    assert_mnist_form(prepared)
+    assert aligned_correlation(prepared, prepare_digit(drawn)) > 0.9
+
+
 def test_float_input_in_zero_to_one_matches_uint8():
     digit = mnist_like_digits(1)[0]
     from_float = prepare_digit(digit.astype(np.float32) / 255.0)

@@ -9,7 +9,8 @@ the intensity-weighted centre of mass is (13.99, 14.00) on average in row/column
 the spread (0.29 px) of an integer shift. This module does the same, in order:
 
 1. decode the file to grey levels (`decoding.read_greyscale`, `load_digit_image` only);
-2. find the background level from the border and the polarity of the ink, so that the ink is
+2. crop away strips along the edges that are not the paper (a table, a dark frame), then find
+   the background level from the border and the polarity of the ink, so that the ink is
    light on black like MNIST whatever the user drew with;
 3. subtract the background and a noise floor, drop isolated specks, crop to the ink;
 4. thicken strokes that would be far thinner than MNIST's after the fit (a 3-pixel pen on a
@@ -51,6 +52,14 @@ one pixel) around the edge: a single outermost row can be a scanner or JPEG arte
 MINIMUM_CONTRAST_FRACTION = 0.1
 """Ink must differ from the background by at least this fraction of the full grey range
 (25 of 255 levels), or the image is considered blank rather than turning noise into a digit."""
+
+EDGE_OFF_PAPER_FRACTION = 0.8
+"""A row or column at the image's edge with at least this share of its pixels far from the
+paper's level (a table, a scanner lid, a dark frame) is not paper: such lines are cropped
+away before the background is fitted, or the table would be taken for the digit."""
+
+EDGE_CROP_LIMIT = 0.45
+"""At most this share of each side is cropped as off the paper."""
 
 MINIMUM_CONTRAST_NOISE_SIGMAS = 6.0
 """... and by at least this many standard deviations of the background noise."""
@@ -160,6 +169,34 @@ def _border_mask(shape: tuple[int, int]) -> np.ndarray:
     if 2 * band < min(height, width):
         mask[band:-band, band:-band] = False
     return mask
+
+
+def _crop_to_paper(values: np.ndarray) -> np.ndarray:
+    """The image without the strips along its edges that are not the paper.
+
+    The paper's level is the median of the image (the paper is most of a photo of a digit);
+    from each edge inwards, the lines mostly unlike it are cut, then the lines of the
+    blurred or shadowed boundary beside them, then a margin of 1% of the side."""
+    off_paper = np.abs(values - np.median(values)) > MINIMUM_CONTRAST_FRACTION * 255.0
+    by_row, by_column = off_paper.mean(axis=1), off_paper.mean(axis=0)
+    top, bottom = _off_paper_lines(by_row), _off_paper_lines(by_row[::-1])
+    left, right = _off_paper_lines(by_column), _off_paper_lines(by_column[::-1])
+    height, width = values.shape
+    return values[top : height - bottom, left : width - right]
+
+
+def _off_paper_lines(fractions: np.ndarray) -> int:
+    """How many lines from the start of `fractions` (each line's share of off-paper pixels)
+    lie off the paper: none unless the first is almost wholly off it."""
+    limit = int(EDGE_CROP_LIMIT * len(fractions))
+    count = 0
+    while count < limit and fractions[count] >= EDGE_OFF_PAPER_FRACTION:
+        count += 1
+    if count == 0:
+        return 0
+    while count < limit and fractions[count] >= 0.5:
+        count += 1
+    return min(limit, count + max(1, len(fractions) // 100))
 
 
 def _background_surface(values: np.ndarray) -> tuple[np.ndarray, float]:
@@ -328,7 +365,7 @@ def _place_by_centre_of_mass(digit: np.ndarray) -> np.ndarray:
 
 def _prepare_digit(image: np.ndarray, source_name: str) -> np.ndarray:
     """The pipeline behind `prepare_digit` and `load_digit_image`; errors name `source_name`."""
-    values = _reduce_array(_as_grey_levels(image, source_name))
+    values = _crop_to_paper(_reduce_array(_as_grey_levels(image, source_name)))
     ink = _drop_specks(_ink_above_background(values, source_name))
     crop = _crop_to_ink(ink)
     crop = crop / np.float32(crop.max())
