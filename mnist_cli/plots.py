@@ -6,6 +6,7 @@ Figures are built with `matplotlib.figure.Figure` rather than pyplot, so nothing
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,18 @@ from matplotlib.figure import Figure  # noqa: E402
 from mnist_cli.errors import UsageError  # noqa: E402
 
 
-def learning_curves_figure(history: Sequence[dict[str, Any]], title: str) -> Figure:
-    """Loss and accuracy per epoch, training and validation, side by side."""
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    loss_axes, accuracy_axes = figure.subplots(1, 2)
+def learning_curves_figure(history: Sequence[dict[str, Any]], title: str,
+                           best_epoch: int | None = None) -> Figure:
+    """Loss and accuracy per epoch, training and validation, side by side; the best epoch
+    (early stopping's) marked, and the learning rate's steps, or its curve in a third panel
+    when a schedule changes it every epoch."""
     epochs = [int(row["epoch"]) for row in history]
+    rates = [row.get("learning_rate") for row in history]
+    steps = _rate_steps(epochs, rates)
+    continuous = steps is not None and len(steps) > 10
+    figure = Figure(figsize=(14 if continuous else 10, 4), layout="constrained")
+    panels = figure.subplots(1, 3 if continuous else 2)
+    loss_axes, accuracy_axes = panels[0], panels[1]
     for axes, key, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy")):
         for prefix, name, style in (("", "training", "-o"), ("val_", "validation", "-s")):
             values = [row.get(prefix + key) for row in history]
@@ -31,16 +39,43 @@ def learning_curves_figure(history: Sequence[dict[str, Any]], title: str) -> Fig
             if points:
                 xs, ys = zip(*points)
                 axes.plot(xs, ys, style, markersize=3, label=name)
-        axes.set_xlabel("epoch")
-        axes.set_ylabel(label)
-        axes.set_title(label.capitalize())
-        axes.grid(alpha=0.3)
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend()
-        if len(epochs) <= 20:
-            axes.set_xticks(epochs)
+        if best_epoch is not None:
+            axes.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1,
+                         label=f"best epoch ({best_epoch})")
+        for position, (epoch, rate) in enumerate(steps if steps and not continuous else []):
+            axes.axvline(epoch - 0.5, color="grey", linestyle=":", linewidth=1,
+                         label="learning rate changes" if position == 0 else None)
+            axes.annotate(f"lr {rate:.2g}", (epoch - 0.5, 1), xycoords=("data", "axes fraction"),
+                          xytext=(2, -10), textcoords="offset points", fontsize=7, color="grey")
+        _label_epochs(axes, epochs, label)
+    if continuous:
+        rate_axes = panels[2]
+        rate_axes.plot(epochs, rates, "-", color="tab:purple")
+        _label_epochs(rate_axes, epochs, "learning rate")
     figure.suptitle(title)
     return figure
+
+
+def _rate_steps(epochs: Sequence[int], rates: Sequence[float | None]
+                ) -> list[tuple[int, float]] | None:
+    """The epochs whose learning rate differs from the one before, with the new rate; None
+    where the history has no learning rate."""
+    known = [(epoch, rate) for epoch, rate in zip(epochs, rates) if rate is not None]
+    if len(known) < 2:
+        return None
+    return [(epoch, rate) for (_, before), (epoch, rate) in zip(known, known[1:])
+            if not math.isclose(rate, before, rel_tol=1e-6)]
+
+
+def _label_epochs(axes: Any, epochs: Sequence[int], label: str) -> None:
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(label)
+    axes.set_title(label.capitalize())
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
+    if len(epochs) <= 20:
+        axes.set_xticks(epochs)
 
 
 def digit_grid_figure(

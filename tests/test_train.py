@@ -170,3 +170,32 @@ def test_initializer_keras_refuses_is_a_config_error_and_leaves_no_run(tmp_path,
     assert result.exit_code == 2, result.output
     assert result.output.startswith("Error: model") and "Traceback" not in result.output
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+def test_learning_curves_mark_the_best_epoch_and_the_schedule():
+    import math
+
+    from mnist_cli import plots
+
+    def history(rate):
+        return [{"epoch": epoch, "loss": 1 / epoch, "accuracy": 1 - 0.1 / epoch,
+                 "val_loss": 1 / epoch, "val_accuracy": 1 - 0.1 / epoch,
+                 "learning_rate": rate(epoch)} for epoch in range(1, 31)]
+
+    def vertical_lines(axes):
+        return sorted(line.get_xdata()[0] for line in axes.get_lines()
+                      if len(set(line.get_xdata())) == 1 and len(line.get_xdata()) == 2)
+
+    stepped = plots.learning_curves_figure(
+        history(lambda epoch: 0.1 * 0.1 ** ((epoch - 1) // 10)), "step", best_epoch=17)
+    loss_axes, accuracy_axes = stepped.axes
+    for axes in (loss_axes, accuracy_axes):
+        assert vertical_lines(axes) == [10.5, 17, 20.5]  # two steps and the best epoch
+        assert "best epoch (17)" in axes.get_legend_handles_labels()[1]
+    # A cosine schedule changes every epoch: a learning-rate panel instead of 29 lines.
+    cosine = plots.learning_curves_figure(
+        history(lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / 30))), "cosine")
+    assert [axes.get_title() for axes in cosine.axes] == ["Loss", "Accuracy", "Learning rate"]
+    assert vertical_lines(cosine.axes[0]) == []
+    constant = plots.learning_curves_figure(history(lambda epoch: 0.001), "constant")
+    assert len(constant.axes) == 2 and vertical_lines(constant.axes[0]) == []

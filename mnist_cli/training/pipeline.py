@@ -270,8 +270,8 @@ def _finish(done: _Finished, checkpointer: Checkpointer, tensorboard: TensorBoar
         "versions": _versions(),
     })
     save_with(run.curves, plots.learning_curves_figure(
-        history.rows, f"{config.name}: {'-'.join(map(str, config.model.stack()))}"
-    ).savefig)
+        history.rows, f"{config.name}: {'-'.join(map(str, config.model.stack()))}",
+        best_epoch=early_stopping.best_epoch).savefig)
     artifacts.write_error_grid(
         run.errors, data.x_test, data.y_test, outputs, data.test_index, config.name,
         score=artifacts.score_word(config),
