@@ -123,7 +123,11 @@ def test_draw_a_digit_and_see_the_prediction_then_a_confusion_cell(server, brows
     Select(by_testid(browser, "run")).select_by_value(names["hidden"])
     wait_for(browser, lambda: names["hidden"] in by_testid(browser, "glance").text
              or "784-32-10" in by_testid(browser, "glance").text)
-    Select(by_testid(browser, "compare")).select_by_value(names["softmax"])
+    compare = Select(by_testid(browser, "compare"))
+    offered = [option.get_attribute("value") for option in compare.options
+               if option.is_enabled()]
+    assert names["hidden"] not in offered and names["softmax"] in offered  # never itself
+    compare.select_by_value(names["softmax"])
     wait_for(browser, lambda: by_testid(browser, "prediction-compare", many=True))
 
     canvas = by_testid(browser, "canvas")
@@ -188,6 +192,10 @@ def test_upload_an_image_and_a_file_that_is_not_one(server, browser):
         answer = json.loads(response.read())
     assert int(by_testid(browser, "prediction").text) == answer["digit"]
     assert page_probabilities(browser) == pytest.approx(answer["probabilities"], abs=1e-6)
+    # The uploaded picture is shown where one draws: the canvas is no longer blank.
+    wait_for(browser, lambda: browser.execute_script(
+        "return Array.from(context.getImageData(0, 0, 280, 280).data)"
+        ".some((value, i) => i % 4 === 0 && value < 128)"))
 
     by_testid(browser, "upload").send_keys(str(Path(__file__)))  # a Python file
     wait_for(browser, lambda: by_testid(browser, "message").is_displayed())

@@ -139,9 +139,27 @@ document.getElementById("upload").addEventListener("change", (event) => {
   if (!file) return;
   state.lastInput = { kind: "upload", file };
   hint.textContent = `Uploaded ${file.name}: the answers are for it (drawing again replaces it).`;
+  showUpload(file);
   requestPrediction();
   event.target.value = "";
 });
+
+function showUpload(file) {
+  // The picture itself on the canvas, fitted whole; the server reads the file, not this copy.
+  const address = URL.createObjectURL(file);
+  const picture = new Image();
+  picture.onload = () => {
+    state.strokes = [];
+    clearCanvas();
+    const scale = Math.min(canvas.width / picture.width, canvas.height / picture.height);
+    const [width, height] = [picture.width * scale, picture.height * scale];
+    context.drawImage(picture, (canvas.width - width) / 2, (canvas.height - height) / 2,
+      width, height);
+    URL.revokeObjectURL(address);
+  };
+  picture.onerror = () => URL.revokeObjectURL(address); // the server's answer says why
+  picture.src = address;
+}
 
 function drawingPayload() {
   // One grey level per pixel (the canvas is black ink on white), base64, row by row.
@@ -492,9 +510,22 @@ async function showTemplates(name, hasHiddenLayers) {
   });
 }
 
+function offerComparisons(primary) {
+  // Comparing a run with itself shows nothing new: the chosen run is not offered.
+  const select = document.getElementById("compare");
+  for (const option of select.options) {
+    option.hidden = option.disabled = option.value !== "" && option.value === primary;
+  }
+  if (state.compare === primary) {
+    state.compare = "";
+    select.value = "";
+  }
+}
+
 async function selectRun(name) {
   state.primary = name;
   state.selectedCell = null;
+  offerComparisons(name);
   buildAnswerPanels();
   const run = await api(runPath(name));
   if (name !== state.primary) return;
