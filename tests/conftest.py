@@ -80,6 +80,18 @@ def make_synthetic_mnist(n_train: int, n_test: int, seed: int = 0) -> dict[str, 
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
+def runs_on_jax() -> bool:
+    """Whether training here runs on JAX; for skip conditions, which are evaluated at import:
+    where no backend (or a bad KERAS_BACKEND) is set up, the test is skipped, not an error."""
+    from mnist_cli.errors import ConfigError
+    from mnist_cli.runtime import resolve_backend
+
+    try:
+        return resolve_backend("auto") == "jax"
+    except ConfigError:
+        return False
+
+
 @pytest.fixture(scope="session", autouse=True)
 def jax_compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fast engine's JAX compilation cache, for this session only: the tests neither

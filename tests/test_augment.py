@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_tiny_config
+from conftest import runs_on_jax, write_tiny_config
 
 from mnist_cli.cli import cli
 from mnist_cli.config import Augment, DataConfig
 from mnist_cli.runs import read_history
-from mnist_cli.runtime import activate_backend, resolve_backend
+from mnist_cli.runtime import activate_backend
 
-on_jax = pytest.mark.skipif(resolve_backend("auto") != "jax",
+on_jax = pytest.mark.skipif(not runs_on_jax(),
                             reason="the distortions are JAX code; these runs use the JAX backend")
 DISTORTIONS = {"rotation": 15.0, "scale": 0.1, "shear": 10.0, "translation": 2.0,
                "elastic_alpha": 34.0, "elastic_sigma": 4.0}

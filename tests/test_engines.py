@@ -26,13 +26,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_tiny_config
+from conftest import runs_on_jax, write_tiny_config
 
 from mnist_cli.cli import cli
 from mnist_cli.config import Config, DataConfig
 from mnist_cli.errors import ConfigError, RunDirError
 from mnist_cli.runs import read_history
-from mnist_cli.runtime import activate_backend, resolve_backend
+from mnist_cli.runtime import activate_backend
 from mnist_cli.training.checkpoints import Checkpoint
 from mnist_cli.training.engines import check_resumable, resolve_engine
 
@@ -40,7 +40,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 NATIVE_NOISE = ("I0000", "E0000", "W0000", "port.cc", "cudart_stub", "cuda_platform",
                 "absl::InitializeLog", "cpu_feature_guard")
 
-on_jax = pytest.mark.skipif(resolve_backend("auto") != "jax",
+on_jax = pytest.mark.skipif(not runs_on_jax(),
                             reason="the in-process engine tests run on the JAX backend")
 
 

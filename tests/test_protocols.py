@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import stop_after_epoch, write_tiny_config
+from conftest import runs_on_jax, stop_after_epoch, write_tiny_config
 
 from mnist_cli.cli import cli
 from mnist_cli.config import DataConfig, load_config
@@ -138,9 +138,7 @@ def test_a_step_budget_cuts_the_last_epoch_short(tmp_path, mnist_path, engine):
 
 def test_fit_and_fast_agree_without_shuffling_with_a_budget_and_no_validation(
         tmp_path, mnist_path):
-    from mnist_cli.runtime import resolve_backend
-
-    if resolve_backend("auto") != "jax":
+    if not runs_on_jax():
         pytest.skip("the engines are compared on the JAX backend")
     change = {"data": {"validation_split": 0},
               "train": {"steps": 40, "shuffle": False, "loss": "sum_squared_error",

@@ -22,14 +22,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import stop_after_epoch, write_tiny_config
+from conftest import runs_on_jax, stop_after_epoch, write_tiny_config
 
 from mnist_cli.config import Config
-from mnist_cli.runtime import activate_backend, resolve_backend
+from mnist_cli.runtime import activate_backend
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-on_jax = pytest.mark.skipif(resolve_backend("auto") != "jax",
+on_jax = pytest.mark.skipif(not runs_on_jax(),
                             reason="the in-process checks run on the JAX backend")
 
 

@@ -32,17 +32,16 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import stop_after_epoch
+from conftest import runs_on_jax, stop_after_epoch
 from PIL import Image
 
 from mnist_cli.atomic_files import is_temporary
 from mnist_cli.cli import cli
 from mnist_cli.config import load_config
 from mnist_cli.runs import CHECKPOINT_FILE, read_history
-from mnist_cli.runtime import resolve_backend
 from mnist_cli.training.checkpoints import read_checkpoint
 
-if resolve_backend("auto") != "jax":
+if not runs_on_jax():
     pytest.skip("exact resume is a property of the JAX backend", allow_module_level=True)
 
 EPOCHS = 6
