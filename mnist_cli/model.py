@@ -6,6 +6,7 @@ Import this module only after `runtime.start()`: it imports Keras.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import keras
 
@@ -54,7 +55,7 @@ def build_model(config: Config) -> keras.Sequential:
     """The Dense stack of `config.model` as a `keras.Sequential`, ready to compile.
 
     The initial weights and dropout masks come from Keras's global seed: call
-    `backend.seed_everything(config.seed)` first for a reproducible model. An initializer
+    `runtime.seed_everything(config.seed)` first for a reproducible model. An initializer
     whose arguments Keras refuses only when it makes the weights is a `ConfigError` too.
     """
     model_config = config.model
@@ -148,6 +149,22 @@ def regularization_penalty(variables: list, values: list):
     terms = [variable.regularizer(value) for variable, value in zip(variables, values)
              if variable.regularizer is not None]
     return keras.ops.sum(keras.ops.stack(terms)) if terms else 0.0
+
+
+def batch_loss(sample_losses: Any, penalty: Any = 0.0,
+               weights: Any = None) -> tuple[Any, Any]:
+    """The loss a batch trains on, by Keras's rule: the mean of its rows' losses (the real
+    rows only, where 0/1 `weights` mark a padded batch) plus the regularization `penalty`.
+    Also returns what the epoch's logged loss adds up for it: that loss times the batch's
+    rows, as `model.fit` logs it. The one place this rule is written, for every engine and
+    the TensorBoard gradients."""
+    if weights is None:
+        total = keras.ops.sum(sample_losses)
+        count = keras.ops.cast(keras.ops.shape(sample_losses)[0], total.dtype)
+    else:
+        total = keras.ops.sum(sample_losses * weights)
+        count = keras.ops.sum(weights)
+    return total / count + penalty, total + penalty * count
 
 
 def compile_model(model: keras.Model, config: Config) -> keras.Model:

@@ -150,7 +150,7 @@ def gradient_function(model: Any, config: Config, features: np.ndarray,
     import keras
 
     from mnist_cli.metrics import one_hot
-    from mnist_cli.model import per_sample_loss, regularization_penalty
+    from mnist_cli.model import batch_loss, per_sample_loss, regularization_penalty
 
     sample_loss = per_sample_loss(config.train)
     targets = one_hot(labels)
@@ -167,8 +167,8 @@ def gradient_function(model: Any, config: Config, features: np.ndarray,
         def loss_of(trainable: list[Any], non_trainable: list[Any]) -> Any:
             outputs, _ = model.stateless_call(trainable, non_trainable, features,
                                               training=False)
-            return (keras.ops.mean(sample_loss(targets, outputs))
-                    + regularization_penalty(variables, trainable))
+            return batch_loss(sample_loss(targets, outputs),
+                              regularization_penalty(variables, trainable))[0]
 
         # Compiled once per run: JAX's eager mode would compile each operation on its own,
         # many times slower on the first call.
@@ -182,8 +182,8 @@ def gradient_function(model: Any, config: Config, features: np.ndarray,
         def tensorflow_gradients() -> dict[str, np.ndarray]:
             with tf.GradientTape() as tape:
                 outputs = model(features, training=False)
-                loss = (keras.ops.mean(sample_loss(targets, outputs))
-                        + regularization_penalty(variables, variables))
+                loss = batch_loss(sample_loss(targets, outputs),
+                                  regularization_penalty(variables, variables))[0]
             return by_path(tape.gradient(loss, variables))
 
         return tensorflow_gradients

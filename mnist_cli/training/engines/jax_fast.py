@@ -79,7 +79,7 @@ from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
 from mnist_cli.data.augment import augmented_features
 from mnist_cli.keras_compat import is_plain_dense
-from mnist_cli.model import per_sample_loss, regularization_penalty
+from mnist_cli.model import batch_loss, per_sample_loss, regularization_penalty
 from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import (
     Batches,
@@ -342,11 +342,10 @@ class JaxEpochs:
 
         def objective(trainable: list) -> tuple[jax.Array, tuple]:
             outputs, updated = self._outputs(trainable, non_trainable, inputs, True, weights)
-            total = jnp.sum(self.loss(targets, outputs) * weights)
-            count = jnp.sum(weights)
-            terms = regularization_penalty(self.model.trainable_variables, trainable)
-            # fit logs each batch's total loss (mean data loss + penalty) times its rows.
-            return total / count + terms, (outputs, updated, total + terms * count)
+            loss, logged = batch_loss(
+                self.loss(targets, outputs),
+                regularization_penalty(self.model.trainable_variables, trainable), weights)
+            return loss, (outputs, updated, logged)
 
         (_, (outputs, non_trainable, total)), gradients = jax.value_and_grad(
             objective, has_aux=True)(trainable)
@@ -381,8 +380,9 @@ class JaxEpochs:
             full_trainable = self._full_trainable(trainable, device)
             outputs, _ = self._outputs(full_trainable, non_trainable, inputs, False)
             targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32)
-            terms = regularization_penalty(self.model.trainable_variables, full_trainable)
-            metrics.append(jnp.mean(self.loss(targets, outputs)) + terms)
+            metrics.append(batch_loss(
+                self.loss(targets, outputs),
+                regularization_penalty(self.model.trainable_variables, full_trainable))[0])
             metrics.append(jnp.mean((jnp.argmax(outputs, axis=-1) == labels).astype(
                 jnp.float32)))
         return (trainable, non_trainable, optimizer_values), jnp.stack(metrics)

@@ -40,7 +40,7 @@ import tensorflow as tf
 from mnist_cli.config import NUM_CLASSES, Config
 from mnist_cli.data import PreparedData
 from mnist_cli.data.augment import augmented_features
-from mnist_cli.model import per_sample_loss, regularization_penalty
+from mnist_cli.model import batch_loss, per_sample_loss, regularization_penalty
 from mnist_cli.training.engines.contract import EngineJob
 from mnist_cli.training.engines.fast_common import (
     Batches,
@@ -113,13 +113,11 @@ class TensorFlowEpochs:
             targets = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
             with tf.GradientTape() as tape:
                 outputs = self._training_outputs(inputs, weights)
-                total = tf.reduce_sum(self.loss(targets, outputs) * weights)
-                count = tf.reduce_sum(weights)
-                terms = regularization_penalty(variables, variables)
-                loss = total / count + terms
+                loss, logged = batch_loss(self.loss(targets, outputs),
+                                          regularization_penalty(variables, variables), weights)
             self.optimizer.apply(tape.gradient(loss, variables), variables)
             hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
-            loss_sum += total + terms * count
+            loss_sum += logged
             correct_sum += tf.reduce_sum(tf.cast(hits, tf.float32) * weights)
         count = float(self.batches.rows_in(order))  # a number known when tracing
         metrics = [loss_sum / count, correct_sum / count]
@@ -128,8 +126,8 @@ class TensorFlowEpochs:
             outputs = self.model(self._decode(values, table), training=False)
             targets = tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
             hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
-            metrics.append(tf.reduce_mean(self.loss(targets, outputs))
-                           + regularization_penalty(variables, variables))
+            metrics.append(batch_loss(self.loss(targets, outputs),
+                                      regularization_penalty(variables, variables))[0])
             metrics.append(tf.reduce_mean(tf.cast(hits, tf.float32)))
         return tf.stack(metrics)
 
