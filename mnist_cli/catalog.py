@@ -86,7 +86,7 @@ def summarise_run(path: str | Path) -> RunSummary:
     summary.epochs = str(config.train.epochs)
     summary.test_set = config.data.split
     metrics: Any = None
-    if run.metrics.is_file():
+    if run.finished:
         try:
             metrics = read_json(run.metrics)
         except RunDirError:

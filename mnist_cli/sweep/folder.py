@@ -20,7 +20,7 @@ from pathlib import Path
 
 from mnist_cli.atomic_files import write_text_atomic
 from mnist_cli.errors import RunDirError
-from mnist_cli.runs import METRICS_FILE, RunDir, create_run_dir
+from mnist_cli.runs import RunDir, create_run_dir
 from mnist_cli.sweep.schema import SavedSweep, read_saved_sweep
 
 SWEEP_FILE = "sweep.yaml"
@@ -69,15 +69,11 @@ class SweepFolder:
     def trial_run(self, number: int) -> RunDir | None:
         """The run directory trial `number` made here, if it got that far."""
         found = sorted(self.path.glob(f"{trial_name(number)}-*/"))
-        runs = [RunDir(path) for path in found if RunDir(path).config.is_file()]
+        runs = [RunDir(path) for path in found if RunDir(path).is_run]
         return runs[-1] if runs else None
 
     def read(self) -> SavedSweep:
         return read_saved_sweep(self.sweep)
-
-
-def run_is_finished(run: RunDir) -> bool:
-    return (run.path / METRICS_FILE).is_file()
 
 
 def create_sweep_folder(output_root: str | Path, sweep: SavedSweep) -> SweepFolder:

@@ -15,7 +15,7 @@ from typing import Any
 
 from mnist_cli.atomic_files import save_with, write_json_atomic, write_text_atomic
 from mnist_cli.runs import read_history, read_json
-from mnist_cli.sweep.folder import SweepFolder, run_is_finished, trial_name
+from mnist_cli.sweep.folder import SweepFolder, trial_name
 from mnist_cli.sweep.schema import SavedSweep
 
 TABLE_COLUMNS = ("trial", "state", "value", "test_accuracy", "train_seconds", "epochs",
@@ -146,7 +146,7 @@ def seed_statistics(folder: SweepFolder, rows: list[TrialRow]) -> dict[str, dict
         if row.state != "COMPLETE":
             continue
         run = folder.trial_run(row.number)
-        if run is None or not run_is_finished(run):
+        if run is None or not run.finished:
             continue
         metrics = read_json(run.metrics)
         history = read_history(run.history)

@@ -45,7 +45,7 @@ def run_trial(sweep_dir: str, number: int) -> None:
     import os
 
     from mnist_cli.config import load_config
-    from mnist_cli.sweep.folder import open_sweep_folder, run_is_finished
+    from mnist_cli.sweep.folder import open_sweep_folder
     from mnist_cli.sweep.study import STORAGE_VARIABLE, open_storage, open_study
     from mnist_cli.training.checkpoints import find_resume_point
     from mnist_cli.training.pipeline import train
@@ -63,7 +63,7 @@ def run_trial(sweep_dir: str, number: int) -> None:
         raise MnistCliError(f"the study {sweep.name!r} has no trial {number}") from None
     reporter = PruningReporter(optuna.trial.Trial(study, trial_id), sweep.metric)
     run = folder.trial_run(number)
-    if run is not None and run_is_finished(run):
+    if run is not None and run.finished:
         return
     if run is not None:
         resume = find_resume_point(run.path)

@@ -32,7 +32,7 @@ from mnist_cli.atomic_files import write_text_atomic
 from mnist_cli.errors import ConfigError, Interrupted, MnistCliError, RunDirError
 from mnist_cli.runs import read_history, read_json
 from mnist_cli.sweep import study as studies
-from mnist_cli.sweep.folder import SweepFolder, run_is_finished, trial_name
+from mnist_cli.sweep.folder import SweepFolder, trial_name
 from mnist_cli.sweep.schema import SavedSweep
 from mnist_cli.sweep.trial import PRUNED
 
@@ -299,7 +299,7 @@ class Worker:
         """Tell the study how the finished trial did, from its run directory."""
         name = trial_name(job.number)
         run = self.folder.trial_run(job.number)
-        if run is None or not run_is_finished(run):
+        if run is None or not run.finished:
             raise RunDirError(f"{name}: its process ended without a finished run directory "
                               f"(see {self.folder.trial_log(job.number)})")
         metrics = read_json(run.metrics)
