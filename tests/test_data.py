@@ -494,6 +494,18 @@ def test_preprocess_binarize_threshold_matches_definition() -> None:
         np.testing.assert_array_equal(as_floats[0], expected)
 
 
+@pytest.mark.parametrize("settings", [{}, {"scale": False}, {"binarize": True},
+                                      {"binarize": True, "binarize_threshold": 0.3}])
+def test_preprocess_gives_each_pixel_its_pixel_table_entry_bit_for_bit(settings) -> None:
+    """The fast engines and exported models map pixels through `pixel_table`: the features
+    `preprocess` computes for training and inference must be the very same float32s."""
+    from mnist_cli.data import pixel_table
+
+    data = DataConfig(**settings)
+    features = preprocess(np.arange(256, dtype=np.uint8).reshape(1, 16, 16), data)
+    np.testing.assert_array_equal(features.reshape(256), pixel_table(data))
+
+
 def test_preprocess_of_no_images_keeps_the_feature_count() -> None:
     """An empty validation set (`validation_split: 0`) flattens to (0, 784), not an error."""
     features = preprocess(np.zeros((0, 28, 28), dtype=np.uint8), DataConfig(flatten=True))
