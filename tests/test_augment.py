@@ -128,6 +128,7 @@ def test_distortions_are_a_function_of_seed_epoch_and_row(augment):
     assert first.shape == (4, 784) and 0.0 <= first.min() and first.max() <= 1.0 + 1e-6
 
 
+@pytest.mark.slow
 @on_jax
 def test_fit_and_fast_train_on_the_same_distortions_and_test_data_is_never_distorted(
         tmp_path: Path, mnist_path: Path):

@@ -20,6 +20,8 @@ from conftest import write_tiny_config
 
 from mnist_cli.runs import read_history
 
+pytestmark = pytest.mark.slow  # trainings on four virtual devices, in subprocesses
+
 pytest.importorskip("jax", reason='data parallel training runs on JAX: pip install -e ".[jax]"')
 
 TIMING = {"seconds", "train_seconds", "samples_per_second", "peak_memory_mib"}

@@ -449,6 +449,7 @@ def without_timings(history: list[dict], metrics: dict) -> tuple[list[dict], dic
                                    if key not in measured})
 
 
+@pytest.mark.slow
 @with_tensorflow
 def test_tensorflow_engines_agree_resume_exactly_and_stay_quiet(tmp_path: Path,
                                                                  mnist_path: Path):
@@ -552,6 +553,7 @@ def test_torch_backend_trains_repeatably_evaluates_and_resumes(tmp_path: Path,
     assert resumed["engine"] == "fit"
 
 
+@pytest.mark.slow
 def test_verbose_shows_tensorflows_native_log_lines(tmp_path: Path):
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL")}

@@ -62,6 +62,7 @@ def train_tiny(folder: Path, mnist_path: Path, name: str, seed: int) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_mnist_ensemble_reports_the_committee_and_refuses_mismatched_members(
         tmp_path, mnist_path):
     runs = [train_tiny(tmp_path, mnist_path, f"member{seed}", seed) for seed in (1, 2)]

@@ -250,6 +250,7 @@ print("RESULT " + json.dumps(found))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not installed("tensorflow", "ai_edge_litert"),
                     reason='SavedModel and LiteRT need TensorFlow and ai-edge-litert: '
                            'pip install "mnist-cli[export]"')

@@ -50,6 +50,7 @@ def only_run(output_root: Path) -> Path:
 # ------------------------------------------------------------------------- robustness
 
 
+@pytest.mark.slow
 def test_training_goes_on_to_the_end_when_the_reader_of_stdout_goes_away(tmp_path,
                                                                            mnist_path):
     """`mnist train ... | head -1`: the pipe closes after the first line."""
@@ -63,6 +64,7 @@ def test_training_goes_on_to_the_end_when_the_reader_of_stdout_goes_away(tmp_pat
     assert not (run_dir / "checkpoint.npz").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGHUP],
                          ids=["ctrl-c-with-the-pipe-gone", "closed-terminal"])
 def test_a_stop_with_nobody_reading_still_saves_and_exits_130(tmp_path, mnist_path,

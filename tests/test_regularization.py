@@ -282,6 +282,7 @@ stop_after_the_first_epoch_then_resume(*common, "--out", str(out / "stopped"))
 """
 
 
+@pytest.mark.slow
 @with_tensorflow
 def test_each_option_acts_on_the_tensorflow_fast_engine_and_resumes_exactly(
         tmp_path: Path, mnist_path: Path):

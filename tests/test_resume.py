@@ -41,6 +41,8 @@ from mnist_cli.config import load_config
 from mnist_cli.runs import CHECKPOINT_FILE, read_history
 from mnist_cli.training.checkpoints import read_checkpoint
 
+pytestmark = pytest.mark.slow  # real trainings in subprocesses, stopped and killed
+
 if not runs_on_jax():
     pytest.skip("exact resume is a property of the JAX backend", allow_module_level=True)
 

@@ -92,6 +92,7 @@ SECTIONS = {
 }
 
 
+@pytest.mark.slow
 def test_history_shows_the_rate_of_each_epoch_and_a_resumed_run_is_the_uninterrupted_one(
         tmp_path, mnist_path, monkeypatch):
     """An augmented run whose plateau schedule halves the rate after every epoch but the

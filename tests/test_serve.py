@@ -448,6 +448,7 @@ def test_serve_on_a_port_in_use_is_one_error_line(output_root):
         "uses it: choose another with --port)"]
 
 
+@pytest.mark.slow
 def test_serve_prints_the_address_warns_off_loopback_and_stops_on_ctrl_c(output_root):
     from urllib.request import urlopen
 

@@ -96,6 +96,7 @@ def assert_complete_and_unique(folder: Path, study, wanted: int) -> None:
             assert config["train"]["learning_rate"] == trial.params["train.learning_rate"]
 
 
+@pytest.mark.slow
 def test_grid_sweep_tries_every_point_once_and_agrees_with_optuna(tmp_path, mnist_path):
     sweep_file = write_sweep(tmp_path, mnist_path, sampler="grid", space={
         "train.learning_rate": {"choices": [0.003, 0.03]},
@@ -141,6 +142,7 @@ def test_grid_sweep_tries_every_point_once_and_agrees_with_optuna(tmp_path, mnis
     assert len(listed) == 4 and all(run["status"] == "complete" for run in listed)
 
 
+@pytest.mark.slow
 def test_random_sweep_prunes_bad_learning_rates(tmp_path, mnist_path):
     sweep_file = write_sweep(
         tmp_path, mnist_path, config={"train": {"epochs": 4, "batch_size": 100}},
@@ -206,6 +208,7 @@ SLOW_TRIALS = {"train": {"epochs": 6, "batch_size": 16, "engine": "fit"},
 SLOW_SPACE = {"train.learning_rate": {"choices": [0.001, 0.002, 0.004]}}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the trial processes in /proc")
 def test_kill_9_of_the_sweep_then_resume_ends_with_exactly_the_trials_asked(tmp_path,
                                                                              mnist_path):
@@ -240,6 +243,7 @@ def test_kill_9_of_the_sweep_then_resume_ends_with_exactly_the_trials_asked(tmp_
     assert [row["epoch"] for row in read_history(run / "history.csv")] == list(range(1, 7))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the trial processes in /proc")
 def test_kill_9_of_a_trial_is_continued_by_its_worker(tmp_path, mnist_path):
     sweep_file = write_sweep(tmp_path, mnist_path, config=SLOW_TRIALS, sampler="grid",
@@ -264,6 +268,7 @@ def test_kill_9_of_a_trial_is_continued_by_its_worker(tmp_path, mnist_path):
     assert "Resuming" in (folder / "trial-0000.log").read_text()
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal(tmp_path, mnist_path):
     sweep_file = write_sweep(tmp_path, mnist_path, sampler="random", trials=3,
                              config={"train": {"epochs": 3, "batch_size": 50}},
@@ -338,6 +343,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_postgresql_study(tmp_path, mnist_path, postgres_url):
     sweep_file = write_sweep(tmp_path, mnist_path, sampler="random", trials=3,
                              config={"train": {"epochs": 3, "batch_size": 50}},
@@ -363,6 +369,7 @@ def test_two_workers_share_one_postgresql_study(tmp_path, mnist_path, postgres_u
     assert any("3 complete trials" in output for output in outputs), outputs
 
 
+@pytest.mark.slow
 def test_seeds_reports_mean_and_standard_deviation(tmp_path, mnist_path):
     """Also for a config that holds out no validation set (the record config's case): its
     trials record the training accuracy."""
@@ -418,6 +425,7 @@ def test_grid_points_of_ranges_stay_inside_them():
     assert Parameter(low=1, high=3).grid_values("k") == [1, 2, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundled", sorted((PROJECT / "sweeps").glob("*.yaml")),
                          ids=lambda path: path.stem)
 def test_every_bundled_sweep_runs_to_its_end(tmp_path, mnist_path, bundled):

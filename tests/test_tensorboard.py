@@ -86,6 +86,7 @@ def assert_one_value_per_epoch(events: dict, run_dir: Path) -> None:
         assert values == pytest.approx([row[column] for row in history], rel=1e-6), tag
 
 
+@pytest.mark.slow
 def test_a_run_logs_its_epochs_histograms_error_grid_and_hyperparameters(tmp_path, mnist_path):
     result = CliRunner().invoke(cli, ["train", "-c", str(config_file(tmp_path, mnist_path))])
     assert result.exit_code == 0, result.output
@@ -116,6 +117,7 @@ def test_a_run_logs_its_epochs_histograms_error_grid_and_hyperparameters(tmp_pat
     assert hparams["runtime.backend"] in ("jax", "tensorflow", "torch")  # resolved, not auto
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_curves_without_duplicate_steps(tmp_path, mnist_path,
                                                                     monkeypatch):
     """Stopped after epoch 2, then (resumed) killed so that epoch 4 is logged but never
