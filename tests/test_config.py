@@ -123,6 +123,8 @@ def test_resolved_config_round_trips(tmp_path):
     ("train:\n  clip_norm: 0\n", "train.clip_norm: must be greater than 0"),
     ("model:\n  max_norm: -1\n", "model.max_norm: must be greater than 0"),
     ("model:\n  l2: -0.1\n", "model.l2: must be greater than or equal to 0"),
+    # Every problem is named, and a key with a line break in it stays on the one line.
+    ('model:\n  layers: [784, {"\\r": 0}, 10]\n', "model.layers[1].'\\r': unknown key"),
 ])
 def test_bad_configs_give_one_line_and_exit_2(tmp_path, text, expected):
     path = write_config(tmp_path, text)

@@ -26,7 +26,10 @@ def _format_location(location: tuple) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         elif part not in _UNION_TAGS:
-            text += f".{part}" if text else str(part)
+            name = str(part)
+            if not name.isprintable():  # a key with a newline must not break the one line
+                name = repr(name)
+            text += f".{name}" if text else name
     return text
 
 
