@@ -1,63 +1,67 @@
-"""What a run's TensorBoard log costs per epoch: the scalars of one epoch, and the weight and
-gradient histograms the first time (which compiles the gradient program) and after. Uses a
-finished run's model and data, writes into a temporary folder, prints one JSON object.
+"""What a run's TensorBoard log costs its training: each config trained with the log as it is
+by default and with `train.tensorboard=false`, every run in a fresh process, in interleaved
+rounds (the order alternates, so a slow minute of a noisy machine does not land on one side);
+the medians of metrics.json's `train_seconds` side by side and the log's cost as a share of
+the run without it. Prints one JSON object.
 
 Example:
-    MNIST_DATA=../shared/data/mnist.npz python bench/tensorboard_cost.py \
-        outputs/keras-784-500-10-20250101-120000
+    MNIST_DATA=../shared/data/mnist.npz python bench/tensorboard_cost.py --rounds 3
+    python bench/tensorboard_cost.py configs/keras-784-500-10.yaml --set train.histogram_every=5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+RECIPES = ["softmax-784-10", "nielsen-784-30-10", "keras-784-500-10", "tf2-784-512-256-10"]
+
+
+def train_seconds(config: Path, overrides: list[str], folder: Path) -> float:
+    command = [sys.executable, "-m", "mnist_cli", "train", "-c", str(config), "--out",
+               str(folder)]
+    for override in overrides:
+        command += ["--set", override]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    (run,) = [path for path in folder.iterdir() if path.is_dir()]
+    return json.loads((run / "metrics.json").read_text())["train_seconds"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("configs", nargs="*", type=Path,
+                        default=[PROJECT / "configs" / f"{name}.yaml" for name in RECIPES])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="for both sides, e.g. train.epochs=5")
     arguments = parser.parse_args()
 
-    from mnist_cli import runtime
-    from mnist_cli.config import load_config
-
-    config = load_config(arguments.run_dir / "config.yaml")
-    backend = runtime.start(config.runtime.backend)
-    from mnist_cli.data import prepare
-    from mnist_cli.inspection.source import load_model
-    from mnist_cli.training.tensorboard import GRADIENT_BATCH, TensorBoardLog
-
-    data = prepare(config)
-    model = load_model(arguments.run_dir / "model.keras")
-    row = {"epoch": 2, "loss": 0.1, "accuracy": 0.9, "val_loss": 0.1, "val_accuracy": 0.9,
-           "learning_rate": 0.001, "seconds": 1.0}
-    with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        log = TensorBoardLog(config, Path(folder), model, data.x_train[:GRADIENT_BATCH],
-                             data.y_train[:GRADIENT_BATCH], 0)
-        opened = time.perf_counter() - started
-        started = time.perf_counter()
-        log.epoch_ended(row)  # epoch 2: scalars only
-        scalars = time.perf_counter() - started
-        histograms = []
-        for step in range(arguments.repeats):
-            started = time.perf_counter()
-            log.write_histograms(step + 1)
-            log.writer.flush()
-            histograms.append(round(time.perf_counter() - started, 4))
-        log.close()
-        size = sum(path.stat().st_size for path in Path(folder).iterdir())
-    print(json.dumps({
-        "run": str(arguments.run_dir), "backend": backend,
-        "layers": "-".join(str(size) for size in config.model.stack()),
-        "open_seconds": round(opened, 4), "scalars_seconds": round(scalars, 4),
-        "histograms_first_seconds": histograms[0], "histograms_later_seconds": histograms[1:],
-        "event_bytes_per_histogram_epoch": round(size / len(histograms)),
-    }, indent=2))
+    sides = {"with the log (default)": [], "train.tensorboard=false": ["train.tensorboard=false"]}
+    results = []
+    for config in arguments.configs:
+        seconds: dict[str, list[float]] = {side: [] for side in sides}
+        for round_number in range(arguments.rounds):
+            order = list(sides) if round_number % 2 == 0 else list(reversed(sides))
+            for side in order:
+                with tempfile.TemporaryDirectory() as folder:
+                    seconds[side].append(train_seconds(
+                        config, arguments.overrides + sides[side], Path(folder)))
+        with_log, without = (statistics.median(seconds[side]) for side in sides)
+        results.append({
+            "config": config.name,
+            "train_seconds": {side: sorted(values) for side, values in seconds.items()},
+            "median_with_log": round(with_log, 3),
+            "median_without": round(without, 3),
+            "cost_share": round(with_log / without - 1, 4),
+        })
+    print(json.dumps({"rounds": arguments.rounds, "overrides": arguments.overrides,
+                      "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -86,25 +86,32 @@ def assert_one_value_per_epoch(events: dict, run_dir: Path) -> None:
         assert values == pytest.approx([row[column] for row in history], rel=1e-6), tag
 
 
+def steps_by_tag(records: list) -> dict[str, list[int]]:
+    steps: dict[str, list[int]] = {}
+    for tag, step in records:
+        steps.setdefault(tag, []).append(step)
+    return steps
+
+
 @pytest.mark.slow
 def test_a_run_logs_its_epochs_histograms_error_grid_and_hyperparameters(tmp_path, mnist_path):
-    result = CliRunner().invoke(cli, ["train", "-c", str(config_file(tmp_path, mnist_path))])
+    config = config_file(tmp_path, mnist_path, histogram_every=2)
+    result = CliRunner().invoke(cli, ["train", "-c", str(config)])
     assert result.exit_code == 0, result.output
     run_dir = only_run(tmp_path / "outputs")
     events = read_events(run_dir)
     assert_one_value_per_epoch(events, run_dir)
 
-    # Weights and gradients of both Dense layers at epochs 1, 5 (every 5th) and the last.
-    histogram_steps: dict[str, list[int]] = {}
-    for tag, step in events["histograms"]:
-        histogram_steps.setdefault(tag, []).append(step)
+    # Weights and gradients of both Dense layers at epochs 1, 2 and 4 (every 2nd), and 5
+    # (the last).
+    histogram_steps = steps_by_tag(events["histograms"])
     layers = {tag.split("/", 1)[1] for tag in histogram_steps}
     assert len(layers) == 4  # kernel and bias of two layers
     for layer in layers:
-        assert histogram_steps[f"weights/{layer}"] == [1, 5]
-        assert histogram_steps[f"gradients/{layer}"] == [1, 5]
+        assert histogram_steps[f"weights/{layer}"] == [1, 2, 4, 5]
+        assert histogram_steps[f"gradients/{layer}"] == [1, 2, 4, 5]
         norms = events["scalars"][f"gradient_norm/{layer}"]
-        assert [step for step, _ in norms] == [1, 5]
+        assert [step for step, _ in norms] == [1, 2, 4, 5]
         assert all(norm > 0 for _, norm in norms)
 
     assert events["images"] == [["errors", EPOCHS]]
@@ -145,7 +152,12 @@ def test_a_resumed_run_continues_the_curves_without_duplicate_steps(tmp_path, mn
     result = runner.invoke(cli, ["train", "--resume", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 3  # one per process
-    assert_one_value_per_epoch(read_events(run_dir), run_dir)
+    events = read_events(run_dir)
+    assert_one_value_per_epoch(events, run_dir)
+    # By default (histogram_every: 0) the final weights only, after training: no gradients.
+    histogram_steps = steps_by_tag(events["histograms"])
+    assert histogram_steps and all(tag.startswith("weights/") for tag in histogram_steps)
+    assert all(steps == [EPOCHS] for steps in histogram_steps.values())
 
 
 def test_tensorboard_false_writes_no_events_and_a_missing_tensorboardx_is_a_note(

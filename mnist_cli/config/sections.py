@@ -357,6 +357,12 @@ class TrainConfig(Strict):
         default=True,
         description="Write TensorBoard event files into the run directory (tensorboardX).",
     )
+    histogram_every: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="TensorBoard histograms of every weight and of its gradient at epoch 1, "
+        "every this many epochs and the last; 0: the final weights only, written after "
+        "training (the log then costs training almost nothing).",
+    )
 
     @field_validator("early_stopping", mode="before")
     @classmethod

@@ -1,10 +1,12 @@
 """TensorBoard event files in the run directory, written with tensorboardX (no TensorFlow).
 
 `TensorBoardLog` is one more per-epoch object of `epochs.EpochEvents`: after every epoch it
-writes the history row's numbers as scalars (step = the epoch number, from 1); at the
-first, every `HISTOGRAM_EVERY`-th and the last epoch, a histogram of every weight and of
-its gradient, and each layer's gradient norm; at the end, `errors.png` as an image and the
-config as hyperparameters with the final test metrics (TensorBoard's HParams view).
+writes the history row's numbers as scalars (step = the epoch number, from 1). With
+`train.histogram_every` N, at the first, every N-th and the last epoch it also writes a
+histogram of every weight and of its gradient, and each layer's gradient norm; by default
+(0) only the final weights' histograms, after training, so that the log costs training a
+few milliseconds an epoch (docs/tensorboard.md). At the end, `errors.png` as an image and
+the config as hyperparameters with the final test metrics (TensorBoard's HParams view).
 
 A resumed run opens its writer with `purge_step` = the first epoch it will train, so events
 of an epoch whose checkpoint never landed are dropped by the readers and the curves go on
@@ -23,16 +25,15 @@ from typing import Any
 import numpy as np
 
 from mnist_cli.config import Config
+from mnist_cli.data import PreparedData, preprocess
 
-HISTOGRAM_EVERY = 5  # epochs between weight and gradient histograms
 GRADIENT_BATCH = 256  # the fixed training rows the gradients are computed on
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 FINAL_METRICS = ("test_accuracy", "test_loss", "num_errors", "train_seconds")
 
 
-def tensorboard_log(config: Config, run_path: Path, model: Any, features: np.ndarray,
-                    labels: np.ndarray, first_epoch: int,
-                    echo: Callable[[str], None]) -> TensorBoardLog | None:
+def tensorboard_log(config: Config, run_path: Path, model: Any, data: PreparedData,
+                    first_epoch: int, echo: Callable[[str], None]) -> TensorBoardLog | None:
     """The run's TensorBoard log, or None when `train.tensorboard` is off or tensorboardX is
     not installed (then a one-line note: training does not depend on it)."""
     if not config.train.tensorboard:
@@ -41,8 +42,10 @@ def tensorboard_log(config: Config, run_path: Path, model: Any, features: np.nda
         echo('Note: no TensorBoard log (tensorboardX is not installed: '
              'pip install "mnist-cli[tensorboard]"); training goes on without it')
         return None
-    return TensorBoardLog(config, run_path, model, features[:GRADIENT_BATCH],
-                          labels[:GRADIENT_BATCH], first_epoch)
+    # The gradients' fixed batch: only its rows are preprocessed, not the training set.
+    features = preprocess(data.pixels_train[:GRADIENT_BATCH], data.preprocessing)
+    return TensorBoardLog(config, run_path, model, features, data.y_train[:GRADIENT_BATCH],
+                          first_epoch)
 
 
 def tensorboardx_installed() -> bool:
@@ -64,20 +67,24 @@ class TensorBoardLog:
         suffix = f".epoch{first_epoch + 1:05d}.{uuid.uuid4().hex[:8]}"
         self.writer = SummaryWriter(logdir=str(run_path), filename_suffix=suffix,
                                     purge_step=first_epoch + 1 if first_epoch else None)
+        self.histogram_every = config.train.histogram_every
         self.last_histograms = 0
-        self.gradients = gradient_function(model, config, features, labels)
+        self.gradients = (gradient_function(model, config, features, labels)
+                          if self.histogram_every else None)
 
     def epoch_ended(self, row: dict[str, Any]) -> None:
         step = int(row["epoch"])
         for key in SCALARS:
             if row.get(key) is not None:
                 self.writer.add_scalar(_scalar_tag(key), row[key], step)
-        if step == 1 or step % HISTOGRAM_EVERY == 0 or step == self.config.train.epochs:
+        every = self.histogram_every
+        if every and (step == 1 or step % every == 0 or step == self.config.train.epochs):
             self.write_histograms(step)
         self.writer.flush()
 
     def write_histograms(self, step: int) -> None:
-        """Every weight, its gradient on the fixed batch, and each layer's gradient norm."""
+        """Every weight, and with `histogram_every`, its gradient on the fixed batch and
+        each layer's gradient norm."""
         gradients = self.gradients() if self.gradients is not None else {}
         for variable in self.model.trainable_variables:
             self.writer.add_histogram(f"weights/{variable.path}",
@@ -89,7 +96,7 @@ class TensorBoardLog:
         self.last_histograms = step
 
     def finish(self, last_epoch: int, errors_png: Path, metrics: dict[str, Any]) -> None:
-        """The last histograms (if early stopping ended before they were due), the error
+        """The final weights' histograms (unless the last epoch wrote them), the error
         grid, and the config with the final metrics as one HParams session."""
         from PIL import Image
         from tensorboardX.summary import hparams
