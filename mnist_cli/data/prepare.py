@@ -9,6 +9,7 @@ instead of the features (a quarter of the memory).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -24,22 +25,20 @@ from mnist_cli.errors import ConfigError
 class PreparedData:
     """Features and labels ready for training.
 
-    Images are float32, (N, 784) when `data.flatten` is set and (N, 28, 28) otherwise;
-    labels are int64 class numbers, not one-hot (the model/loss decides on the encoding).
-    The validation arrays come from the training set and have 0 rows when
-    `validation_split` is 0. `test_index` is the position of each test row in the
-    dataset's full test set (in the pool of training and test digits for `split: pooled`),
-    so a misclassified example can be traced back.
-    `pixels_train`, `pixels_val` and `pixels_test` are the uint8 pixels the features were
-    made from (same shapes), and `pixel_table` the float32 feature of each pixel value
-    0..255: `x_train == pixel_table[pixels_train]`, exactly.
+    `pixels_train`, `pixels_val` and `pixels_test` are the uint8 pixels, (N, 784) when
+    `data.flatten` is set and (N, 28, 28) otherwise, and `pixel_table` the float32 feature
+    of each pixel value 0..255. `x_train`, `x_val` and `x_test` are the float32 features
+    (`preprocess`d: `x_train == pixel_table[pixels_train]`, exactly), made the first time
+    they are asked for: the fast engines train from the pixels and never need the training
+    features, four times their size. Labels are int64 class numbers, not one-hot (the
+    model/loss decides on the encoding). The validation arrays come from the training set
+    and have 0 rows when `validation_split` is 0. `test_index` is the position of each test
+    row in the dataset's full test set (in the pool of training and test digits for
+    `split: pooled`), so a misclassified example can be traced back.
     """
 
-    x_train: np.ndarray
     y_train: np.ndarray
-    x_val: np.ndarray
     y_val: np.ndarray
-    x_test: np.ndarray
     y_test: np.ndarray
     test_index: np.ndarray
     source: str
@@ -47,11 +46,24 @@ class PreparedData:
     pixels_val: np.ndarray
     pixels_test: np.ndarray
     pixel_table: np.ndarray
+    preprocessing: DataConfig
+
+    @functools.cached_property
+    def x_train(self) -> np.ndarray:
+        return preprocess(self.pixels_train, self.preprocessing)
+
+    @functools.cached_property
+    def x_val(self) -> np.ndarray:
+        return preprocess(self.pixels_val, self.preprocessing)
+
+    @functools.cached_property
+    def x_test(self) -> np.ndarray:
+        return preprocess(self.pixels_test, self.preprocessing)
 
     @property
     def num_features(self) -> int:
         """Input features per example (784), whether or not the images are flattened."""
-        return int(np.prod(self.x_train.shape[1:]))
+        return int(np.prod(self.pixels_train.shape[1:]))
 
 
 def _binarize_cut(threshold: float) -> int:
@@ -171,7 +183,7 @@ def prepare(config: Config) -> PreparedData:
     the training subset is drawn (seeded, stratified when possible), the test subset is the
     first N test images (so `test_index` keeps its meaning), the validation set is taken
     from the training data only (never the test set), and only then are images
-    preprocessed, so nothing is converted that is thrown away.
+    preprocessed (when first asked for), so nothing is converted that is thrown away.
     """
     data = config.data
     seed = config.seed
@@ -221,11 +233,8 @@ def prepare(config: Config) -> PreparedData:
         validation_images, validation_labels = train_images[:0], train_labels[:0]
 
     return PreparedData(
-        x_train=preprocess(train_images, data),
         y_train=train_labels.astype(np.int64),
-        x_val=preprocess(validation_images, data),
         y_val=validation_labels.astype(np.int64),
-        x_test=preprocess(test_images, data),
         y_test=test_labels.astype(np.int64),
         test_index=test_index,
         source=raw.source,
@@ -233,6 +242,7 @@ def prepare(config: Config) -> PreparedData:
         pixels_val=_flattened(validation_images, data),
         pixels_test=_flattened(test_images, data),
         pixel_table=pixel_table(data),
+        preprocessing=data,
     )
 
 

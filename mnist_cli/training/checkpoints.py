@@ -59,10 +59,11 @@ class Stateful(Protocol):
     def load_state(self, state: dict[str, Any]) -> None: ...
 
 
-def data_fingerprint(features: np.ndarray, labels: np.ndarray) -> str:
-    """A short digest of the training data (after subset, split and preprocessing)."""
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """A short digest of the training data (after subset and split: its pixels, the table
+    that preprocesses them, its labels)."""
     digest = hashlib.sha256()
-    for array in (features, labels):
+    for array in arrays:
         array = np.ascontiguousarray(array)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(memoryview(array).cast("B"))

@@ -122,14 +122,14 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
             clock=TrainingClock(),
         )
         checkpointer = Checkpointer(run, model, state.registry(), seed=config.seed,
-                                    fingerprint=data_fingerprint(data.x_train, data.y_train))
+                                    fingerprint=data_fingerprint(
+                                        data.pixels_train, data.pixel_table, data.y_train))
         if checkpoint is not None:
             checkpointer.restore(checkpoint)
         else:
             state.history.write()
         initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
-        tensorboard = tensorboard_log(resolved, run.path, model, data.x_train, data.y_train,
-                                      initial_epoch, echo)
+        tensorboard = tensorboard_log(resolved, run.path, model, data, initial_epoch, echo)
         events = EpochEvents(state, checkpointer, tensorboard, observers)
         job = EngineJob(
             model=model, config=config, data=data, events=events,
