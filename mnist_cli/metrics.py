@@ -36,9 +36,15 @@ def predict_probabilities(model: Any, features: np.ndarray, batch_size: int = 20
     chunks = []
     for start in range(0, len(features), batch_size):
         chunk = features[start:start + batch_size]
-        chunks.append(keras.ops.convert_to_numpy(model(chunk, training=False)))
+        rows = len(chunk)
+        if rows < batch_size < len(features):
+            # The last chunk padded to the others' shape: on JAX every new shape compiles
+            # each layer's operations again. Inference treats every row on its own.
+            chunk = np.concatenate([chunk, np.zeros((batch_size - rows, *chunk.shape[1:]),
+                                                    dtype=chunk.dtype)])
+        chunks.append(keras.ops.convert_to_numpy(model(chunk, training=False))[:rows])
         if on_progress is not None:
-            on_progress(start + len(chunk), len(features))
+            on_progress(start + rows, len(features))
     if not chunks:
         return np.zeros((0, NUM_CLASSES), dtype=np.float32)
     return np.concatenate(chunks).astype(np.float32, copy=False)
