@@ -20,6 +20,8 @@ def main() -> None:
     try:
         cli(prog_name="mnist")  # standalone: always ends in SystemExit
     except SystemExit as ended:
+        if sys.getprofile() is not None or sys.gettrace() is not None:
+            raise  # a profiler or debugger reports after the program: exit as usual
         _exit_at_once(ended.code)
 
 
