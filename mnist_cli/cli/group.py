@@ -11,7 +11,7 @@ import signal
 import click
 
 from mnist_cli import __version__
-from mnist_cli.errors import ConfigError, Interrupted, MnistCliError, describe_error
+from mnist_cli.errors import Interrupted, MnistCliError, describe_error
 from mnist_cli.terminal import say_error
 
 # A command sets ctx.meta[SHOW_TRACEBACKS] = True (`mnist train --verbose`) to let an
@@ -45,12 +45,12 @@ class RunPath(click.Path):
 
 def check_overrides(context: click.Context, parameter: click.Parameter,
                     values: tuple[str, ...]) -> tuple[str, ...]:
-    """`--set` takes one word, KEY=VALUE: `--set train.epochs 5` would leave `5` behind as
-    a stray argument, so say what to write instead (click runs this before that error)."""
+    """Read each `--set` as the config will (`parse_override`) while click parses: after
+    `--set train.epochs 5` the hint must come before click's error about a stray `5`."""
+    from mnist_cli.config.loading import parse_override
+
     for value in values:
-        if "=" not in value:
-            raise ConfigError(f"--set {value!r}: expected KEY=VALUE as one word: write "
-                              f"--set {value}=VALUE, for example --set train.epochs=5")
+        parse_override(value)
     return values
 
 

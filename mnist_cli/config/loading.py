@@ -127,7 +127,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.epochs=5` -> (['train', 'epochs'], 5); the value is parsed as YAML."""
     key, separator, raw_value = text.partition("=")
     key = key.strip()
-    if not separator or not key:
+    if not separator:  # `--set train.epochs 5`, as other tools take it
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE as one word: write "
+                          f"--set {key}=VALUE, for example --set train.epochs=5")
+    if not key:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, for example --set train.epochs=5")
     try:
         value = yaml.safe_load(raw_value) if raw_value.strip() else None
