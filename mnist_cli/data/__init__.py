@@ -8,6 +8,7 @@ The names below are the package's public entry points. Importing it imports NumP
 from mnist_cli.data.idx import read_idx, write_idx
 from mnist_cli.data.prepare import (
     PreparedData,
+    apply_pixel_table,
     check_batch_size,
     pixel_table,
     prepare,
@@ -19,6 +20,7 @@ from mnist_cli.data.sources import RawData, load_raw, resolve_mnist_path
 __all__ = [
     "PreparedData",
     "RawData",
+    "apply_pixel_table",
     "check_batch_size",
     "load_raw",
     "pixel_table",

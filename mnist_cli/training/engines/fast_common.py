@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from mnist_cli.config import Config
-from mnist_cli.data import PreparedData
+from mnist_cli.data import PreparedData, apply_pixel_table
 from mnist_cli.errors import ConfigError, RunDirError
 from mnist_cli.training.engines.contract import (
     EngineJob,
@@ -124,20 +124,8 @@ def encode_features(pixels: np.ndarray, table: np.ndarray) -> EncodedFeatures:
     their own value), the features themselves are stored as uint8 and converted on the
     device; otherwise the pixels are, and the device looks each one up in the table."""
     if np.array_equal(table, np.rint(table)) and table.min() >= 0 and table.max() <= 255:
-        return EncodedFeatures(_look_up(table.astype(np.uint8), pixels), None)
+        return EncodedFeatures(apply_pixel_table(table.astype(np.uint8), pixels), None)
     return EncodedFeatures(np.ascontiguousarray(pixels, dtype=np.uint8), table)
-
-
-def _look_up(lookup: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """`lookup[pixels]` for a uint8 table of the 256 pixel values. Binarized pixels (a 0/1
-    table that steps up once) are one comparison: a lookup converts every pixel to an
-    8-byte index first, ten times slower on a training set."""
-    if np.array_equal(lookup, np.arange(256)):  # unscaled pixels are their own features
-        return np.array(pixels, dtype=np.uint8)
-    cut = int(np.argmax(lookup))
-    if np.array_equal(lookup, np.arange(256) >= cut):
-        return np.greater_equal(pixels, cut).view(np.uint8)
-    return np.take(lookup, pixels)
 
 
 def encode_training_features(data: PreparedData, augmenting: bool) -> EncodedFeatures:
