@@ -42,10 +42,7 @@ def tensorboard_log(config: Config, run_path: Path, model: Any, data: PreparedDa
         echo('Note: no TensorBoard log (tensorboardX is not installed: '
              'pip install "mnist-cli[tensorboard]"); training goes on without it')
         return None
-    # The gradients' fixed batch: only its rows are preprocessed, not the training set.
-    features = preprocess(data.pixels_train[:GRADIENT_BATCH], data.preprocessing)
-    return TensorBoardLog(config, run_path, model, features, data.y_train[:GRADIENT_BATCH],
-                          first_epoch)
+    return TensorBoardLog(config, run_path, model, data, first_epoch)
 
 
 def tensorboardx_installed() -> bool:
@@ -53,8 +50,8 @@ def tensorboardx_installed() -> bool:
 
 
 class TensorBoardLog:
-    def __init__(self, config: Config, run_path: Path, model: Any, features: np.ndarray,
-                 labels: np.ndarray, first_epoch: int) -> None:
+    def __init__(self, config: Config, run_path: Path, model: Any, data: PreparedData,
+                 first_epoch: int) -> None:
         from tensorboardX import SummaryWriter
 
         self.config = config
@@ -69,8 +66,12 @@ class TensorBoardLog:
                                     purge_step=first_epoch + 1 if first_epoch else None)
         self.histogram_every = config.train.histogram_every
         self.last_histograms = 0
-        self.gradients = (gradient_function(model, config, features, labels)
-                          if self.histogram_every else None)
+        self.gradients = None
+        if self.histogram_every:
+            # The gradients' fixed batch: only its rows are preprocessed.
+            features = preprocess(data.pixels_train[:GRADIENT_BATCH], data.preprocessing)
+            self.gradients = gradient_function(model, config, features,
+                                               data.y_train[:GRADIENT_BATCH])
 
     def epoch_ended(self, row: dict[str, Any]) -> None:
         step = int(row["epoch"])
