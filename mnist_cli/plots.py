@@ -6,7 +6,6 @@ Figures are built with `matplotlib.figure.Figure` rather than pyplot, so nothing
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from mnist_cli.errors import UsageError  # noqa: E402
+from mnist_cli.runs import rate_steps  # noqa: E402
 
 
 def learning_curves_figure(history: Sequence[dict[str, Any]], title: str,
@@ -27,7 +27,7 @@ def learning_curves_figure(history: Sequence[dict[str, Any]], title: str,
     when a schedule changes it every epoch."""
     epochs = [int(row["epoch"]) for row in history]
     rates = [row.get("learning_rate") for row in history]
-    steps = _rate_steps(epochs, rates)
+    steps = rate_steps(list(history))
     continuous = steps is not None and len(steps) > 10
     figure = Figure(figsize=(14 if continuous else 10, 4), layout="constrained")
     panels = figure.subplots(1, 3 if continuous else 2)
@@ -54,17 +54,6 @@ def learning_curves_figure(history: Sequence[dict[str, Any]], title: str,
         _label_epochs(rate_axes, epochs, "learning rate")
     figure.suptitle(title)
     return figure
-
-
-def _rate_steps(epochs: Sequence[int], rates: Sequence[float | None]
-                ) -> list[tuple[int, float]] | None:
-    """The epochs whose learning rate differs from the one before, with the new rate; None
-    where the history has no learning rate."""
-    known = [(epoch, rate) for epoch, rate in zip(epochs, rates) if rate is not None]
-    if len(known) < 2:
-        return None
-    return [(epoch, rate) for (_, before), (epoch, rate) in zip(known, known[1:])
-            if not math.isclose(rate, before, rel_tol=1e-6)]
 
 
 def _label_epochs(axes: Any, epochs: Sequence[int], label: str) -> None:

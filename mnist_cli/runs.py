@@ -8,6 +8,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ CURVES_FILE = "learning_curves.png"
 ERRORS_FILE = "errors.png"
 AUGMENTATIONS_FILE = "augmentations.png"
 CHECKPOINT_FILE = "checkpoint.npz"
+SNAPSHOTS_FOLDER = "snapshots"
+PROGRESS_FILE = "progress.json"
 
 DEFAULT_OUTPUT_ROOT = "outputs"
 
@@ -118,6 +121,26 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.path / CHECKPOINT_FILE
+
+    @property
+    def progress(self) -> Path:
+        """How far the epoch under way is (`mnist serve` follows it)."""
+        return self.path / PROGRESS_FILE
+
+    @property
+    def snapshots(self) -> Path:
+        return self.path / SNAPSHOTS_FOLDER
+
+    def snapshot(self, epoch: int) -> Path:
+        """Epoch `epoch`'s (1-based) weights, kept with train.snapshots."""
+        return self.snapshots / f"epoch-{epoch:04d}.npz"
+
+    def snapshot_epochs(self) -> list[int]:
+        """The epochs whose snapshot is on disk, in order."""
+        if not self.snapshots.is_dir():
+            return []
+        return sorted(int(path.stem[6:]) for path in self.snapshots.glob("epoch-*.npz")
+                      if path.stem[6:].isdigit())
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -252,3 +275,24 @@ def read_history(path: str | Path) -> list[dict[str, float | int | None]]:
                     row[key] = float(value)
             rows.append(row)
     return rows
+
+
+def best_epoch(rows: list[dict[str, Any]]) -> int | None:
+    """The epoch (1-based) with the highest validation accuracy, else training accuracy;
+    None for an empty history. (Early stopping's own best epoch is in metrics.json.)"""
+    for key in ("val_accuracy", "accuracy"):
+        scored = [(row[key], -int(row["epoch"])) for row in rows if row.get(key) is not None]
+        if scored:
+            return -max(scored)[1]
+    return None
+
+
+def rate_steps(rows: list[dict[str, Any]]) -> list[tuple[int, float]] | None:
+    """The epochs whose learning rate differs from the one before, with the new rate; None
+    where the history has no learning rate."""
+    known = [(int(row["epoch"]), row["learning_rate"]) for row in rows
+             if row.get("learning_rate") is not None]
+    if len(known) < 2:
+        return None
+    return [(epoch, rate) for (_, before), (epoch, rate) in zip(known, known[1:])
+            if not math.isclose(rate, before, rel_tol=1e-6)]

@@ -31,6 +31,9 @@ from mnist_cli.config.sections import (  # noqa: F401  (the schema's names, in o
     plain_types,
 )
 
+MAX_SNAPSHOT_WEIGHTS = 1_000_000
+"""train.snapshots keeps one float16 copy of the weights per epoch: at most 2 MB each."""
+
 
 class RuntimeConfig(Strict):
     backend: Literal[choices.BACKEND_CHOICES] = Field(
@@ -115,6 +118,16 @@ class Config(Strict):
                 f"model.layers: the last size is {stack[-1]} but there are {NUM_CLASSES} "
                 f"classes: end the stack with {NUM_CLASSES}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _snapshots_stay_small(self) -> Config:
+        weights = self.model.weight_count()
+        if self.train.snapshots and weights > MAX_SNAPSHOT_WEIGHTS:
+            raise ValueError(
+                f"train.snapshots: the net has {weights:,} weights, more than the "
+                f"{MAX_SNAPSHOT_WEIGHTS:,} a per-epoch snapshot is kept for; set "
+                "train.snapshots to false or use a smaller net")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -270,6 +270,11 @@ class ModelConfig(Strict):
         """The layer sizes as plain numbers, e.g. [784, 500, 10]."""
         return [self.input_size] + [spec.units for spec in self.dense_layers()]
 
+    def weight_count(self) -> int:
+        """The Dense layers' weights and biases, e.g. 397,510 for 784-500-10."""
+        stack = self.stack()
+        return sum((inputs + 1) * units for inputs, units in zip(stack, stack[1:]))
+
 
 class EarlyStopping(Strict):
     monitor: Literal[choices.MONITORED_METRICS] = Field(
@@ -362,6 +367,12 @@ class TrainConfig(Strict):
         description="TensorBoard histograms of every weight and of its gradient at epoch 1, "
         "every this many epochs and the last; 0: the final weights only, written after "
         "training (the log then costs training almost nothing).",
+    )
+
+    snapshots: bool = Field(
+        default=False,
+        description="Keep the weights of every epoch (snapshots/epoch-NNNN.npz, float16) so "
+        "that `mnist serve` can replay any epoch; for nets of up to 1,000,000 weights.",
     )
 
     @field_validator("early_stopping", mode="before")

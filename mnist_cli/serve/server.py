@@ -15,6 +15,7 @@ from collections.abc import Callable
 from mnist_cli.errors import UsageError
 from mnist_cli.serve.app import create_app
 from mnist_cli.serve.registry import RunRegistry
+from mnist_cli.serve.training import PageTraining
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 """The names a browser on this machine reaches a loopback server by (Host header forms)."""
@@ -59,15 +60,20 @@ def page_address(host: str, port: int) -> str:
 
 
 def serve(registry: RunRegistry, listener: socket.socket,
-          announce: Callable[[str], None]) -> None:
-    """Serve `registry` on the bound `listener` until Ctrl-C; `announce` prints the address."""
+          announce: Callable[[str], None], training: PageTraining | None = None) -> None:
+    """Serve `registry` on the bound `listener` until Ctrl-C; `announce` prints the address.
+    `training`: the page may start trainings."""
     import uvicorn
 
     host, port = listener.getsockname()[:2]
     bound_name = f"[{host}]" if ":" in host else host
     allowed_hosts = [*LOOPBACK_NAMES, bound_name] if is_loopback(host) else None
-    app = create_app(registry, allowed_hosts)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server: uvicorn.Server | None = None
+    app = create_app(registry, allowed_hosts, training,
+                     stopping=lambda: server is not None and server.should_exit)
+    # A live stream ends within LIVE_POLL_SECONDS of a Ctrl-C; the timeout is a backstop.
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     announce(page_address(host, port))
     try:

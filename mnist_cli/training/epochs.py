@@ -3,7 +3,8 @@ that own each piece of per-epoch state, in a fixed order: (at an epoch's start, 
 learning-rate schedule sets the rate;) the history row, the schedule's update, the progress
 line, early stopping, the TensorBoard log (when there is one; before the checkpoint, so that
 a resume's `purge_step` drops the events of an epoch whose checkpoint never landed), then
-the checkpoint (which asks each of them for its state), then the observers a caller passed
+the checkpoint (which asks each of them for its state), the epoch's snapshot (with
+train.snapshots), then the observers a caller passed
 in (a sweep's pruning), then the Ctrl-C check. Nothing here keeps state of its own but which
 observer, if any, asked to stop.
 """
@@ -26,6 +27,7 @@ from mnist_cli.training.early_stopping import EarlyStopping
 from mnist_cli.training.history import History, epoch_row
 from mnist_cli.training.progress import Progress
 from mnist_cli.training.schedules import LearningRateSchedule
+from mnist_cli.training.snapshots import EpochProgress, Snapshots
 from mnist_cli.training.tensorboard import TensorBoardLog
 
 EARLY_STOPPING = "early_stopping"  # metrics.json's stopped_by when early stopping ended it
@@ -63,10 +65,14 @@ class TrainingState:
 class EpochEvents:
     def __init__(self, state: TrainingState, checkpointer: Checkpointer,
                  tensorboard: TensorBoardLog | None = None,
-                 observers: Sequence[EpochObserver] = ()) -> None:
+                 observers: Sequence[EpochObserver] = (),
+                 snapshots: Snapshots | None = None,
+                 epoch_progress: EpochProgress | None = None) -> None:
         self.state = state
         self.checkpointer = checkpointer
         self.tensorboard = tensorboard
+        self.snapshots = snapshots
+        self.epoch_progress = epoch_progress
         self.observers = list(observers)
         self.observer_stop: str | None = None  # the stop_reason of the observer that stopped it
 
@@ -85,6 +91,8 @@ class EpochEvents:
         if self.tensorboard is not None:
             self.tensorboard.epoch_ended(row)
         self.checkpointer.save_epoch(epoch)
+        if self.snapshots is not None:
+            self.snapshots.epoch_ended(epoch)
         for observer in self.observers:
             if observer.epoch_ended(row) and self.observer_stop is None:
                 self.observer_stop = observer.stop_reason
@@ -92,6 +100,8 @@ class EpochEvents:
 
     def batch_ended(self, epoch: int, batches_done: int, batches: int) -> None:
         self.state.progress.batch_ended(epoch, batches_done, batches)
+        if self.epoch_progress is not None:
+            self.epoch_progress.batch_ended(epoch, batches_done, batches)
 
     def epoch_interrupted(self, epoch: int, batches_done: int) -> None:
         self.state.progress.stopped_in_epoch()

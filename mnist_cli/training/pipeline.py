@@ -49,6 +49,7 @@ from mnist_cli.training.epochs import EpochEvents, EpochObserver, TrainingState
 from mnist_cli.training.history import History
 from mnist_cli.training.progress import Progress
 from mnist_cli.training.schedules import LearningRateSchedule
+from mnist_cli.training.snapshots import EpochProgress, Snapshots
 from mnist_cli.training.tensorboard import TensorBoardLog, tensorboard_log
 
 
@@ -130,7 +131,9 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
             state.history.write()
         initial_epoch = checkpoint.epochs_done if checkpoint is not None else 0
         tensorboard = tensorboard_log(resolved, run.path, model, data, initial_epoch, echo)
-        events = EpochEvents(state, checkpointer, tensorboard, observers)
+        events = EpochEvents(state, checkpointer, tensorboard, observers,
+                             Snapshots(run, model) if config.train.snapshots else None,
+                             EpochProgress(run))
         job = EngineJob(
             model=model, config=config, data=data, events=events,
             initial_epoch=initial_epoch,

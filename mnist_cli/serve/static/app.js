@@ -14,6 +14,10 @@ const state = {
   inFlight: false,
   pending: false,
   selectedCell: null,
+  epoch: null, // the epoch replayed (its snapshot), or null: the newest weights
+  run: null, // the primary run as GET /api/runs/{run} describes it
+  live: null, // the EventSource following a run still training
+  training: null, // the newest training started from the page (GET /api/training)
 };
 
 const canvas = document.getElementById("canvas");
@@ -40,6 +44,12 @@ async function api(path, options) {
 
 function runPath(name, rest) {
   return `/api/runs/${encodeURIComponent(name)}${rest || ""}`;
+}
+
+function atEpoch(path) {
+  // The primary run's requests name the replayed epoch; none: the newest weights.
+  if (state.epoch == null) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}epoch=${state.epoch}`;
 }
 
 function showMessage(text) {
@@ -202,18 +212,75 @@ async function predictAll() {
   const names = [state.primary, state.compare].filter(Boolean);
   const body = input.kind === "drawing" ? drawingPayload() : input.file;
   const answers = await Promise.all(
-    names.map((name) =>
-      api(runPath(name, input.kind === "drawing" ? "/predict" : "/predict-image"), {
+    names.map((name, position) => {
+      const path = runPath(name, input.kind === "drawing" ? "/predict" : "/predict-image");
+      return api(position === 0 ? atEpoch(path) : path, {
         method: "POST",
         headers: {
           "Content-Type": input.kind === "drawing" ? "application/json" : input.file.type || "application/octet-stream",
         },
         body,
-      }),
-    ),
+      });
+    }),
   );
   showMessage("");
   answers.forEach((answer, position) => showAnswer(answerPanels()[position], answer));
+  if (input.kind === "drawing" && !activeStroke) await explain(names[0], body);
+}
+
+// ---------------------------------------------------------------------------------------
+// Why it answers so: the first layer's units, saliency, the smallest FGSM nudge.
+
+function drawDiverging(target, values) {
+  // Blue for positive, red for negative, white for zero; values already on -1..1.
+  const draw = target.getContext("2d");
+  const data = draw.createImageData(28, 28);
+  values.forEach((value, i) => {
+    const strength = Math.min(1, Math.abs(value));
+    const fade = Math.round(255 * (1 - strength));
+    const [r, g, b] = value >= 0 ? [fade, fade, 255] : [255, fade, fade];
+    data.data.set([r, g, b, 255], 4 * i);
+  });
+  draw.putImageData(data, 0, 0);
+}
+
+async function explain(name, body) {
+  let result;
+  try {
+    result = await api(atEpoch(runPath(name, "/explain")), {
+      method: "POST", headers: { "Content-Type": "application/json" }, body,
+    });
+  } catch (error) {
+    return; // the answer panel already says what is wrong with the drawing
+  }
+  if (name !== state.primary) return;
+  document.getElementById("units-card").hidden = false;
+  document.getElementById("looks-card").hidden = false;
+  const holder = document.getElementById("units");
+  holder.replaceChildren();
+  for (const unit of result.units) {
+    const figure = document.createElement("figure");
+    figure.dataset.testid = "unit";
+    const image = Object.assign(document.createElement("canvas"), { width: 28, height: 28 });
+    drawDiverging(image, unit.weights);
+    const caption = document.createElement("figcaption");
+    caption.textContent = `#${unit.unit}: ${unit.activation.toFixed(2)}`;
+    figure.title = `unit ${unit.unit} of ${result.first_layer_units}: its output for your digit is ${unit.activation.toFixed(3)}`;
+    figure.append(image, caption);
+    holder.appendChild(figure);
+  }
+  drawDiverging(document.getElementById("saliency"), result.saliency);
+  document.getElementById("saliency-digit").textContent = String(result.digit);
+  const caption = document.getElementById("adversarial-caption");
+  const target = document.getElementById("adversarial");
+  if (result.adversarial) {
+    const nudge = result.adversarial;
+    drawGrey(target, nudge.pixels, 28);
+    caption.textContent = `moving each pixel by ${(100 * nudge.epsilon).toFixed(1)}% of full ink makes it say ${nudge.digit} (${(100 * nudge.probability).toFixed(0)}%) instead of ${result.digit}`;
+  } else {
+    target.getContext("2d").clearRect(0, 0, 28, 28);
+    caption.textContent = `no nudge of up to 50% of full ink changes its answer ${result.digit}`;
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -330,7 +397,7 @@ function glanceRows(run) {
     ["activations", run.activations.join(", ")],
     ["optimizer", `${run.optimizer}, learning rate ${run.learning_rate}`],
     ["loss", run.loss],
-    ["epochs", `${run.epochs} (batch ${run.batch_size})`],
+    ["epochs", run.finished ? `${run.epochs} (batch ${run.batch_size})` : `${run.history.length} of ${run.epochs_planned} so far (batch ${run.batch_size})`],
     ["inputs", preprocessing],
     ["test accuracy", accuracy],
   ];
@@ -348,7 +415,7 @@ function showGlance(run) {
     dd.dataset.key = term;
     list.append(dt, dd);
   }
-  showCurves(run.history);
+  showCurves(run);
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -360,30 +427,50 @@ function svgElement(name, attributes, text) {
   return element;
 }
 
-function curveChart(title, history, trainKey, validationKey) {
-  const width = 250;
-  const height = 150;
-  const margin = { left: 40, right: 8, top: 18, bottom: 24 };
+function curveChart(title, run, trainKey, validationKey) {
+  const history = run.history;
+  const width = 300;
+  const height = 190;
+  const margin = { left: 52, right: 10, top: 22, bottom: 38 };
   const points = (key) => history.filter((row) => row[key] != null).map((row) => [row.epoch, row[key]]);
   const train = points(trainKey);
   const validation = points(validationKey);
   const all = train.concat(validation);
-  const svg = svgElement("svg", { width, height, role: "img", "aria-label": title });
-  svg.appendChild(svgElement("text", { x: margin.left, y: 12 }, title));
+  const svg = svgElement("svg", { width, height, role: "img", "aria-label": `${title} per epoch` });
+  svg.appendChild(svgElement("text", { x: margin.left, y: 12, class: "title" }, title));
   if (!all.length) return svg;
   const epochs = all.map((point) => point[0]);
   const values = all.map((point) => point[1]);
   let [low, high] = [Math.min(...values), Math.max(...values)];
   if (high - low < 1e-9) [low, high] = [low - 0.5, high + 0.5];
-  const [first, last] = [Math.min(...epochs), Math.max(...epochs)];
+  const first = Math.min(1, ...epochs);
+  const last = Math.max(run.finished ? 1 : run.epochs_planned, ...epochs);
+  const plotBottom = height - margin.bottom;
   const x = (epoch) => margin.left + ((epoch - first) / Math.max(1, last - first)) * (width - margin.left - margin.right);
-  const y = (value) => height - margin.bottom - ((value - low) / (high - low)) * (height - margin.top - margin.bottom);
-  svg.appendChild(svgElement("line", { class: "axis", x1: margin.left, y1: height - margin.bottom, x2: width - margin.right, y2: height - margin.bottom }));
-  svg.appendChild(svgElement("line", { class: "axis", x1: margin.left, y1: margin.top, x2: margin.left, y2: height - margin.bottom }));
-  svg.appendChild(svgElement("text", { x: 2, y: y(high) + 4 }, high.toPrecision(3)));
-  svg.appendChild(svgElement("text", { x: 2, y: y(low) + 4 }, low.toPrecision(3)));
-  svg.appendChild(svgElement("text", { x: margin.left, y: height - 6 }, `epoch ${first}`));
-  svg.appendChild(svgElement("text", { x: width - margin.right - 40, y: height - 6 }, `epoch ${last}`));
+  const y = (value) => plotBottom - ((value - low) / (high - low)) * (plotBottom - margin.top);
+  svg.appendChild(svgElement("line", { class: "axis", x1: margin.left, y1: plotBottom, x2: width - margin.right, y2: plotBottom }));
+  svg.appendChild(svgElement("line", { class: "axis", x1: margin.left, y1: margin.top, x2: margin.left, y2: plotBottom }));
+  // Axis labels and ticks: the value at the top and bottom, the first and last epoch.
+  svg.appendChild(svgElement("text", { class: "tick", x: margin.left - 4, y: y(high) + 4, "text-anchor": "end" }, high.toPrecision(3)));
+  svg.appendChild(svgElement("text", { class: "tick", x: margin.left - 4, y: y(low) + 4, "text-anchor": "end" }, low.toPrecision(3)));
+  svg.appendChild(svgElement("text", { class: "tick", x: x(first), y: plotBottom + 13, "text-anchor": "middle" }, String(first)));
+  svg.appendChild(svgElement("text", { class: "tick", x: x(last), y: plotBottom + 13, "text-anchor": "middle" }, String(last)));
+  svg.appendChild(svgElement("text", { class: "axis-label", x: (margin.left + width - margin.right) / 2, y: height - 4, "text-anchor": "middle" }, "epoch"));
+  svg.appendChild(svgElement("text", { class: "axis-label", x: 12, y: (margin.top + plotBottom) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(margin.top + plotBottom) / 2})` }, title));
+  for (const step of run.rate_steps || []) {
+    const at = x(step.epoch - 0.5);
+    svg.appendChild(svgElement("line", { class: "rate-step", "data-epoch": step.epoch, x1: at, y1: margin.top, x2: at, y2: plotBottom }));
+    svg.appendChild(svgElement("text", { class: "note", x: at + 2, y: margin.top + 9 }, `lr ${Number(step.learning_rate).toPrecision(2)}`));
+  }
+  if (run.best_epoch != null) {
+    const at = x(run.best_epoch);
+    svg.appendChild(svgElement("line", { class: "best", "data-epoch": run.best_epoch, x1: at, y1: margin.top, x2: at, y2: plotBottom }));
+    svg.appendChild(svgElement("text", { class: "note best-label", x: Math.min(at + 2, width - 50), y: plotBottom - 4 }, `best ${run.best_epoch}`));
+  }
+  if (state.epoch != null) {
+    const at = x(state.epoch);
+    svg.appendChild(svgElement("line", { class: "replayed", x1: at, y1: margin.top, x2: at, y2: plotBottom }));
+  }
   const line = (series, name) => {
     if (!series.length) return;
     if (series.length === 1) {
@@ -395,30 +482,41 @@ function curveChart(title, history, trainKey, validationKey) {
   };
   line(train, "train");
   line(validation, "validation");
-  svg.appendChild(svgElement("text", { class: "legend-train", x: width - 110, y: 12 }, "train"));
-  if (validation.length) svg.appendChild(svgElement("text", { class: "legend-validation", x: width - 70, y: 12 }, "validation"));
+  svg.appendChild(svgElement("text", { class: "legend-train", x: width - 120, y: 12 }, "train"));
+  if (validation.length) svg.appendChild(svgElement("text", { class: "legend-validation", x: width - 80, y: 12 }, "validation"));
   return svg;
 }
 
-function showCurves(history) {
+function showCurves(run) {
   const holder = document.getElementById("curves");
   holder.replaceChildren();
-  if (!history.length) {
-    holder.textContent = "No history.csv recorded for this run.";
+  if (!run.history.length) {
+    holder.textContent = run.finished ? "No history.csv recorded for this run." : "The first epoch is training: its point appears when it ends.";
     return;
   }
-  holder.append(
-    curveChart("loss", history, "loss", "val_loss"),
-    curveChart("accuracy", history, "accuracy", "val_accuracy"),
-  );
+  holder.append(curveChart("loss", run, "loss", "val_loss"), curveChart("accuracy", run, "accuracy", "val_accuracy"));
+  const notes = [];
+  if (run.best_epoch != null) notes.push(`green dashes: the best epoch (${run.best_epoch}, by ${run.best_epoch_by})`);
+  if ((run.rate_steps || []).length) notes.push("grey dots: the learning rate steps down");
+  const caption = document.createElement("p");
+  caption.className = "hint";
+  caption.textContent = notes.join("; ");
+  holder.appendChild(caption);
 }
 
 async function showConfusion(name) {
   const holder = document.getElementById("confusion");
-  holder.textContent = "Computing the test set's predictions…";
+  if (!holder.querySelector("table")) holder.textContent = "Computing the test set's predictions…";
   document.getElementById("errors").replaceChildren();
-  const result = await api(runPath(name, "/confusion"));
-  if (name !== state.primary) return;
+  const epoch = state.epoch;
+  let result;
+  try {
+    result = await api(atEpoch(runPath(name, "/confusion")));
+  } catch (error) {
+    if (name === state.primary) holder.textContent = error.message;
+    return;
+  }
+  if (name !== state.primary || epoch !== state.epoch) return;
   const matrix = result.matrix;
   const largestError = Math.max(1, ...matrix.flatMap((row, t) => row.filter((_, p) => p !== t)));
   const table = document.createElement("table");
@@ -451,7 +549,9 @@ async function showConfusion(name) {
   });
   const summary = document.createElement("p");
   summary.className = "hint";
-  summary.textContent = `${result.num_errors} errors in ${result.num_samples} test digits (accuracy ${(100 * result.accuracy).toFixed(2)}%).`;
+  const when = result.epoch == null ? "" : ` after epoch ${result.epoch}`;
+  summary.dataset.testid = "confusion-summary";
+  summary.textContent = `${result.num_errors} errors in ${result.num_samples} test digits${when} (accuracy ${(100 * result.accuracy).toFixed(2)}%).`;
   holder.replaceChildren(table, summary);
 }
 
@@ -459,7 +559,7 @@ async function showErrors(name, trueDigit, predictedDigit, cell) {
   document.querySelectorAll("table.matrix td.selected").forEach((each) => each.classList.remove("selected"));
   cell.classList.add("selected");
   const holder = document.getElementById("errors");
-  const result = await api(runPath(name, `/errors?true=${trueDigit}&pred=${predictedDigit}`));
+  const result = await api(atEpoch(runPath(name, `/errors?true=${trueDigit}&pred=${predictedDigit}`)));
   const title = document.createElement("h3");
   const shown = result.errors.length < result.total ? ` (the ${result.errors.length} most confident shown)` : "";
   title.textContent = `${result.total} test digits ${trueDigit} taken for ${predictedDigit}${shown}`;
@@ -487,7 +587,7 @@ async function showTemplates(name, hasHiddenLayers) {
   holder.replaceChildren();
   card.hidden = hasHiddenLayers;
   if (hasHiddenLayers) return;
-  const result = await api(runPath(name, "/templates"));
+  const result = await api(atEpoch(runPath(name, "/templates")));
   result.templates.forEach((weights, digit) => {
     const figure = document.createElement("figure");
     const image = document.createElement("canvas");
@@ -522,49 +622,223 @@ function offerComparisons(primary) {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// A run still training: followed live; a run with snapshots: any epoch replayed.
+
+function showLive(run) {
+  const line = document.getElementById("live");
+  line.hidden = run.finished;
+  if (run.finished) return;
+  const last = run.history[run.history.length - 1];
+  const accuracy = last && last.accuracy != null ? `, training accuracy ${(100 * last.accuracy).toFixed(2)}%` : "";
+  const piece = run.progress ? ` (epoch ${run.progress.epoch}: ${Math.round((100 * run.progress.batches_done) / run.progress.batches)}% of its batches)` : "";
+  line.textContent = `${run.name} is not finished: ${run.history.length} of ${run.epochs_planned} epochs${accuracy}${piece}. The page follows it: each new epoch re-scores your digit and the confusion matrix.`;
+}
+
+function showEpochs(run) {
+  const card = document.getElementById("epochs-card");
+  const epochs = run.snapshot_epochs;
+  card.hidden = !epochs.length;
+  if (!epochs.length) return;
+  const slider = document.getElementById("epoch");
+  slider.min = String(epochs[0]);
+  slider.max = String(epochs[epochs.length - 1]);
+  if (state.epoch == null) slider.value = slider.max;
+  document.getElementById("epoch-label").textContent = state.epoch == null ? `${slider.max} (newest)` : String(state.epoch);
+}
+
+function refreshAnswers() {
+  // The weights changed (a new epoch, another epoch replayed): everything they answer.
+  requestPrediction();
+  showConfusion(state.primary);
+  if (state.run && !state.run.has_hidden_layers) showTemplates(state.primary, false);
+}
+
+function onRunChanged(run) {
+  const before = state.run;
+  state.run = run;
+  showGlance(run);
+  showLive(run);
+  showEpochs(run);
+  const newEpoch = before && before.name === run.name &&
+    (before.history.length !== run.history.length || before.finished !== run.finished);
+  if (newEpoch && state.epoch == null) refreshAnswers();
+}
+
+function follow(name, run) {
+  if (state.live) state.live.close();
+  state.live = null;
+  if (run.finished) return;
+  const source = new EventSource(runPath(name, "/live"));
+  state.live = source;
+  source.onmessage = (event) => {
+    const described = JSON.parse(event.data);
+    if (name !== state.primary) return;
+    onRunChanged(described);
+    if (described.finished) {
+      source.close();
+      // Its test accuracy is known now: in the run menus and the answer panel's summary.
+      refreshRunList().then(() => { buildAnswerPanels(); requestPrediction(); });
+    }
+  };
+}
+
+document.getElementById("epoch").addEventListener("input", (event) => {
+  const value = Number(event.target.value);
+  const newest = state.run && value === state.run.snapshot_epochs[state.run.snapshot_epochs.length - 1];
+  state.epoch = newest && !state.run.finished ? null : value;
+  showEpochs(state.run);
+  showCurves(state.run);
+  refreshAnswers();
+});
+
+document.getElementById("epoch-newest").addEventListener("click", () => {
+  state.epoch = null;
+  showEpochs(state.run);
+  showCurves(state.run);
+  refreshAnswers();
+});
+
 async function selectRun(name) {
   state.primary = name;
   state.selectedCell = null;
+  state.epoch = null;
+  state.run = null;
   offerComparisons(name);
   buildAnswerPanels();
+  document.getElementById("confusion").replaceChildren();
+  document.getElementById("units-card").hidden = true;
+  document.getElementById("looks-card").hidden = true;
   const run = await api(runPath(name));
   if (name !== state.primary) return;
-  showGlance(run);
+  onRunChanged(run);
+  follow(name, run);
   await Promise.all([showTemplates(name, run.has_hidden_layers), showConfusion(name)]);
 }
 
 function fillSelect(select, runs, keep) {
+  for (const option of Array.from(select.options)) if (option.value) option.remove();
   for (const run of runs.slice().reverse()) {
     const option = document.createElement("option");
     option.value = run.name;
     const accuracy = run.test_accuracy == null ? "" : `, ${(100 * run.test_accuracy).toFixed(2)}%`;
-    option.textContent = `${run.name} (${run.layers}${accuracy})`;
+    option.textContent = `${run.name} (${run.layers}${accuracy}${run.finished ? "" : ", not finished"})`;
     select.appendChild(option);
   }
   select.value = keep;
 }
 
+async function refreshRunList() {
+  const listing = await api("/api/runs");
+  state.runs = listing.runs;
+  fillSelect(document.getElementById("run"), listing.runs, state.primary || "");
+  fillSelect(document.getElementById("compare"), listing.runs, state.compare);
+  offerComparisons(state.primary);
+  return listing;
+}
+
+// ---------------------------------------------------------------------------------------
+// Training from the page: a `mnist train` process the server starts and stops.
+
+const trainForm = document.getElementById("train-form");
+
+function fillTrainForm(status) {
+  const form = status.form;
+  const layers = document.getElementById("train-layers");
+  const optimizer = document.getElementById("train-optimizer");
+  for (const [select, values] of [[layers, form.layers], [optimizer, form.optimizers]]) {
+    select.replaceChildren(...values.map((value) => Object.assign(document.createElement("option"), { value, textContent: value })));
+  }
+  layers.value = form.defaults.layers;
+  optimizer.value = form.defaults.optimizer;
+  document.getElementById("train-rate").value = form.defaults.learning_rate;
+  const epochs = document.getElementById("train-epochs");
+  epochs.value = form.defaults.epochs;
+  epochs.max = form.max_epochs;
+  document.getElementById("train-augment").checked = form.defaults.augment;
+}
+
+function showTraining(status) {
+  const before = state.training;
+  state.training = status;
+  const line = document.getElementById("train-status");
+  const running = ["starting", "training", "stopping"].includes(status.state);
+  document.getElementById("train-start").disabled = !status.allowed || running;
+  document.getElementById("train-stop").disabled = !status.allowed || status.state !== "training";
+  if (!status.allowed) {
+    line.textContent = status.refusal;
+    for (const element of trainForm.elements) element.disabled = true;
+    return;
+  }
+  const texts = {
+    starting: "Starting mnist train…",
+    training: `Training ${status.run}: the page follows it.`,
+    stopping: `Stopping ${status.run} at the end of its epoch…`,
+    stopped: `Stopped ${status.run}: its checkpoint is kept (${status.resume}).`,
+    finished: `${status.run} finished.`,
+    failed: `The training failed: ${status.error}`,
+  };
+  if (status.state) line.textContent = texts[status.state];
+  // A run that has its folder now: list it and show it, live.
+  if (status.run && (!before || before.run !== status.run)) {
+    refreshRunList().then(() => {
+      document.getElementById("run").value = status.run;
+      return selectRun(status.run);
+    }).catch((error) => showMessage(error.message));
+  }
+  if (running) setTimeout(pollTraining, 500);
+}
+
+function pollTraining() {
+  api("/api/training").then(showTraining).catch((error) => showMessage(error.message));
+}
+
+trainForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = {
+    layers: document.getElementById("train-layers").value,
+    optimizer: document.getElementById("train-optimizer").value,
+    learning_rate: Number(document.getElementById("train-rate").value),
+    epochs: Number(document.getElementById("train-epochs").value),
+    augment: document.getElementById("train-augment").checked,
+  };
+  state.training = null;
+  api("/api/training", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(form) })
+    .then((status) => { showMessage(""); showTraining(status); })
+    .catch((error) => showMessage(error.message));
+});
+
+document.getElementById("train-stop").addEventListener("click", () => {
+  api("/api/training/stop", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" })
+    .then(showTraining)
+    .catch((error) => showMessage(error.message));
+});
+
 async function start() {
   clearCanvas();
+  const training = await api("/api/training");
+  if (training.form) fillTrainForm(training);
+  showTraining(training);
   const listing = await api("/api/runs");
   state.runs = listing.runs;
   if (!listing.runs.length) {
-    showMessage("No run is served: train one with `mnist train`.");
+    showMessage("No run yet: train one below, or with `mnist train`.");
     return;
   }
   const wanted = new URLSearchParams(window.location.search).get("run");
   const first = listing.runs.some((run) => run.name === wanted) ? wanted : listing.latest;
   fillSelect(document.getElementById("run"), listing.runs, first);
   fillSelect(document.getElementById("compare"), listing.runs, "");
-  document.getElementById("run").addEventListener("change", (event) => {
-    selectRun(event.target.value).then(requestPrediction).catch((error) => showMessage(error.message));
-  });
-  document.getElementById("compare").addEventListener("change", (event) => {
-    state.compare = event.target.value;
-    buildAnswerPanels();
-    requestPrediction();
-  });
   await selectRun(first);
 }
+
+document.getElementById("run").addEventListener("change", (event) => {
+  selectRun(event.target.value).then(requestPrediction).catch((error) => showMessage(error.message));
+});
+document.getElementById("compare").addEventListener("change", (event) => {
+  state.compare = event.target.value;
+  buildAnswerPanels();
+  requestPrediction();
+});
 
 start().catch((error) => showMessage(error.message));
