@@ -12,9 +12,16 @@ digit, in two setups:
 - `loopback`: the real uvicorn server on 127.0.0.1, one keep-alive HTTP connection, as the
   browser talks to it (adds the HTTP and socket work).
 
+With `--beside CONFIG`, a `mnist train --config CONFIG` process then trains on the same
+machine (as a training started from the page does) and the loopback requests are timed
+again beside it (`loopback_beside_training`); meanwhile the page's live stream of that run
+is read, and each new checkpoint's delay is measured from the moment the file was written
+to the moment the stream announced its weights (`live_epoch_delay`, target at most 1 s).
+
 Example:
     MNIST_DATA=../shared/data/mnist.npz python bench/serve_latency.py \
-        outputs/keras-784-500-10-20250101-120000 --requests 100
+        outputs/keras-784-500-10-20250101-120000 --requests 100 \
+        --beside configs/keras-784-500-10.yaml
 """
 
 from __future__ import annotations
@@ -25,7 +32,11 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -44,7 +55,61 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=None,
                         help="the dataset (.npz) the digits come from; default: $MNIST_DATA")
     parser.add_argument("--backend", default="auto", help="Keras backend (auto)")
+    parser.add_argument("--beside", type=Path, default=None, metavar="CONFIG",
+                        help="time again while `mnist train --config CONFIG` runs beside")
     return parser.parse_args()
+
+
+class BesideTraining:
+    """`mnist train --config CONFIG` in its own process, into a temporary output root."""
+
+    def __init__(self, config: Path) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="serve-latency-"))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mnist_cli", "train", "--config", str(config),
+             "--out", str(self.root)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.run: Path | None = None
+        for line in self.process.stdout:
+            if line.startswith("Run directory: "):
+                self.run = Path(line.split(": ", 1)[1].strip())
+                break
+        if self.run is None:
+            raise SystemExit(f"mnist train --config {config} did not start")
+        # Its output is read on, so that it never blocks on a full pipe.
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        while not (self.run / "checkpoint.npz").exists():
+            if self.process.poll() is not None:
+                raise SystemExit("the training beside ended before its first epoch")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def follow_live(port: int, run: str, delays: list[float], stop: threading.Event) -> None:
+    """Read the live stream of `run`; for each new checkpoint, the seconds from its file's
+    date (the stream's weights_version, in ns) to the event's arrival."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", f"/api/runs/{run}/live")
+    response = connection.getresponse()
+    seen = None
+    while not stop.is_set():
+        line = response.readline()
+        if not line:
+            return
+        if not line.startswith(b"data: "):
+            continue
+        arrived = time.time()
+        version = json.loads(line[6:])["weights_version"]
+        if version not in (None, "final", seen):
+            if seen is not None:  # the first is a checkpoint written before the stream
+                delays.append(arrived - int(version) / 1e9)
+            seen = version
 
 
 def canvas_payloads(data_path: Path, count: int) -> list[bytes]:
@@ -135,6 +200,32 @@ def main() -> None:
         assert response.status == 200
 
     loopback = time_requests(send_over_loopback, bodies)
+    beside: dict | None = None
+    if arguments.beside is not None:
+        training = BesideTraining(arguments.beside)
+        try:
+            name = registry.add(training.run)
+            delays: list[float] = []
+            stop = threading.Event()
+            reader = threading.Thread(target=follow_live, args=(port, name, delays, stop),
+                                      daemon=True)
+            reader.start()
+            beside_seconds = time_requests(send_over_loopback, bodies)
+            while len(delays) < 3 and training.process.poll() is None:
+                time.sleep(0.1)  # at least three epochs seen live
+            stop.set()
+            beside = {
+                "config": str(arguments.beside),
+                "loopback_beside_training": summary(beside_seconds),
+                "live_epoch_delay": {
+                    "epochs": len(delays),
+                    "median_s": round(statistics.median(delays), 3) if delays else None,
+                    "max_s": round(max(delays), 3) if delays else None,
+                    "target_max_s": 1.0,
+                },
+            }
+        finally:
+            training.stop()
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -148,6 +239,7 @@ def main() -> None:
         "model_load_and_warm_up_s": round(load_seconds, 2),
         "in_process": summary(in_process),
         "loopback": summary(loopback),
+        **(beside or {}),
         "target_median_ms": 50,
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),

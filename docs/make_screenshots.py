@@ -1,10 +1,14 @@
 """Draw the screenshots of `mnist serve` in docs/: the page on a Keras-recipe run and on a
-softmax regression, in headless Chromium, as a user sees it.
+softmax regression, and a training started from the page, in headless Chromium, as a user
+sees them.
 
-Without runs given, it trains both first (`configs/keras-784-500-10.yaml` for 2 epochs and
-`configs/softmax-784-10.yaml`) into a temporary output root, then starts `mnist serve` on
-them, draws a 3 on the canvas, clicks the confusion matrix's largest error cell, and writes
-`docs/serve-keras.png` and `docs/serve-softmax.png` (reduced to a palette: small files).
+Without runs given, it trains both first (`configs/keras-784-500-10.yaml` for 5 epochs with
+train.snapshots, and `configs/softmax-784-10.yaml`) into a temporary output root, then
+starts `mnist serve` on them, draws a 3 on the canvas, clicks the confusion matrix's largest
+error cell, and writes `docs/serve-keras.png` and `docs/serve-softmax.png`; then starts a
+training from the page's form (784-100-10, augmentation on, 10 epochs), draws the 3 again
+and writes `docs/serve-training.png` after its third epoch (all reduced to a palette: small
+files).
 Needs the serve and dev extras and Debian's `chromium` and `chromium-driver`.
 
 Example:
@@ -84,6 +88,44 @@ def draw(driver, canvas, strokes) -> None:
         actions.perform()
 
 
+def save(driver, path: Path) -> None:
+    driver.execute_script("window.scrollTo(0, 0)")
+    height = driver.execute_script("return document.body.scrollHeight")
+    driver.set_window_size(1400, min(max(900, height + 120), 2400))
+    time.sleep(0.5)
+    with tempfile.TemporaryDirectory() as folder:
+        raw = Path(folder) / "page.png"
+        driver.save_screenshot(str(raw))
+        with Image.open(raw) as image:
+            image.convert("RGB").quantize(colors=128).save(path, optimize=True)
+    print(f"Wrote {path} ({path.stat().st_size // 1024} KiB)")
+
+
+def by_testid(driver, testid: str):
+    return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+
+def training_screenshot(driver, address: str, path: Path) -> None:
+    """A training started from the form, shown live after its third epoch, then stopped."""
+    driver.set_window_size(1400, 1250)
+    driver.get(address)
+    wait = WebDriverWait(driver, 300)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="confusion-cell"]'))
+    Select(by_testid(driver, "train-layers")).select_by_value("784-100-10")
+    by_testid(driver, "train-augment").click()
+    epochs = by_testid(driver, "train-epochs")
+    epochs.clear()
+    epochs.send_keys("10")
+    by_testid(driver, "train-start").click()
+    wait.until(lambda d: "Training" in by_testid(d, "train-status").text)
+    draw(driver, by_testid(driver, "canvas"), three())
+    wait.until(lambda d: " 3 of 10 epochs" in by_testid(d, "live").text)
+    time.sleep(1.5)
+    save(driver, path)
+    by_testid(driver, "train-stop").click()
+    wait.until(lambda d: "Stopped" in by_testid(d, "train-status").text)
+
+
 def screenshot(driver, address: str, run: str, path: Path) -> None:
     driver.get(f"{address}?run={run}")
     wait = WebDriverWait(driver, 60)
@@ -100,16 +142,7 @@ def screenshot(driver, address: str, run: str, path: Path) -> None:
     ActionChains(driver).click(cell).perform()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '[data-testid="error-digit"]'))
     time.sleep(0.5)
-    driver.execute_script("window.scrollTo(0, 0)")
-    height = driver.execute_script("return document.body.scrollHeight")
-    driver.set_window_size(1400, min(max(900, height + 120), 1500))
-    time.sleep(0.5)
-    with tempfile.TemporaryDirectory() as folder:
-        raw = Path(folder) / "page.png"
-        driver.save_screenshot(str(raw))
-        with Image.open(raw) as image:
-            image.convert("RGB").quantize(colors=128).save(path, optimize=True)
-    print(f"Wrote {path} ({path.stat().st_size // 1024} KiB)")
+    save(driver, path)
 
 
 def main() -> None:
@@ -117,11 +150,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         output_root = Path(folder) / "outputs"
         keras_run = arguments.keras or train("configs/keras-784-500-10.yaml", output_root,
-                                             "--epochs", "2")
+                                             "--epochs", "5", "--set", "train.snapshots=true")
         softmax_run = arguments.softmax or train("configs/softmax-784-10.yaml", output_root)
         server = subprocess.Popen(
             [sys.executable, "-m", "mnist_cli", "serve", str(keras_run), str(softmax_run),
-             "--port", "0"], stdout=subprocess.PIPE, text=True)
+             "--out", str(output_root), "--port", "0"], stdout=subprocess.PIPE, text=True)
         try:
             address = next(line.split()[1] for line in server.stdout
                            if line.startswith("Open "))
@@ -135,6 +168,7 @@ def main() -> None:
                 screenshot(driver, address, keras_run.name, DOCS / "serve-keras.png")
                 driver.set_window_size(1400, 1250)
                 screenshot(driver, address, softmax_run.name, DOCS / "serve-softmax.png")
+                training_screenshot(driver, address, DOCS / "serve-training.png")
             finally:
                 driver.quit()
         finally:

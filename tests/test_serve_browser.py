@@ -4,7 +4,9 @@
 here; the test draws a digit on the canvas with pointer events (a pen stroke and a touch
 stroke), reads the prediction and the bars from the page and checks them against the server's
 own answer for the same pixels, undoes, compares two runs, and clicks a confusion-matrix cell
-to see its digits. Skipped, with the reason, where Chromium, its driver or Selenium is missing
+to see its digits. Then: the epoch slider replays an earlier epoch's answer, the unit images,
+saliency and FGSM nudge appear for a drawing, and a 1-epoch training started from the page's
+form shows its curve when its epoch lands. Skipped, with the reason, where Chromium, its driver or Selenium is missing
 (`.ci/run` installs them where apt can).
 """
 
@@ -53,7 +55,7 @@ BROWSER_FLAGS = (
 def server(mnist_path, tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve-browser")
     root = folder / "outputs"
-    for name, sections in (("hidden", {"train": {"epochs": 3}}),
+    for name, sections in (("hidden", {"train": {"epochs": 3, "snapshots": True}}),
                            ("softmax", {"model": {"layers": [784, 10]},
                                         "train": {"epochs": 1}})):
         config = write_tiny_config(folder / f"{name}.yaml", mnist_path, root, name=name,
@@ -203,3 +205,92 @@ def test_upload_an_image_and_a_file_that_is_not_one(server, browser):
     wait_for(browser, lambda: by_testid(browser, "message").is_displayed())
     assert "is not an image" in by_testid(browser, "message").text
     assert by_testid(browser, "prediction").text.strip() == "–"  # no stale answer
+
+
+def draw_a_seven(browser) -> None:
+    canvas = by_testid(browser, "canvas")
+    stroke(browser, canvas, [(-70, -90), (-20, -90), (30, -90), (70, -90)],
+           interaction.POINTER_PEN)
+    stroke(browser, canvas, [(70, -90), (45, -30), (20, 30), (0, 100)],
+           interaction.POINTER_PEN)
+    wait_for(browser, lambda: by_testid(browser, "prediction").text.strip().isdigit())
+    time.sleep(1.0)
+    wait_for(browser, lambda: not browser.execute_script("return state.inFlight"))
+
+
+def ink_of(browser, testid: str) -> int:
+    """How many of a 28x28 canvas's pixels are not white."""
+    return browser.execute_script(
+        f"const c = document.querySelector('[data-testid=\"{testid}\"]');"
+        "const d = c.getContext('2d').getImageData(0, 0, 28, 28).data; let n = 0;"
+        "for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] < 750) n += 1;"
+        "return n;")
+
+
+def test_the_epoch_slider_replays_an_epoch_and_the_network_explains_itself(server, browser):
+    address, names = server
+    browser.get(f"{address}?run={names['hidden']}")
+    wait_for(browser, lambda: by_testid(browser, "confusion-cell", many=True))
+    slider = by_testid(browser, "epoch")
+    assert slider.is_displayed()
+    assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("1", "3")
+    draw_a_seven(browser)
+
+    # What the first layer's units look for, where the network looks, and the FGSM nudge.
+    wait_for(browser, lambda: len(by_testid(browser, "unit", many=True)) == 24)
+    assert ink_of(browser, "saliency") > 0 and ink_of(browser, "adversarial") > 0
+    caption = by_testid(browser, "adversarial-caption").text
+    assert "makes it say" in caption or "no nudge" in caption
+    payload = browser.execute_script("return drawingPayload()")
+    explained = json.loads(urlopen(Request(
+        f"{address}api/runs/{names['hidden']}/explain", data=payload.encode(),
+        headers={"Content-Type": "application/json"}), timeout=30).read())
+    first_unit = by_testid(browser, "unit", many=True)[0].text
+    assert first_unit.startswith(f"#{explained['units'][0]['unit']}:")
+
+    # Epoch 1's answer replaces the newest one, the confusion matrix with it.
+    newest = page_probabilities(browser)
+    browser.execute_script("const s = document.getElementById('epoch'); s.value = '1';"
+                           "s.dispatchEvent(new Event('input'));")
+    wait_for(browser, lambda: page_probabilities(browser) != newest)
+    wait_for(browser, lambda: not browser.execute_script("return state.inFlight"))
+    epoch_one = json.loads(urlopen(Request(
+        f"{address}api/runs/{names['hidden']}/predict?epoch=1", data=payload.encode(),
+        headers={"Content-Type": "application/json"}), timeout=30).read())
+    assert page_probabilities(browser) == pytest.approx(epoch_one["probabilities"], abs=1e-6)
+    assert by_testid(browser, "epoch-label").text == "1"
+    wait_for(browser, lambda: "after epoch 1 " in by_testid(browser, "confusion-summary").text)
+
+
+@pytest.fixture(scope="module")
+def empty_server(mnist_path, tmp_path_factory):
+    """`mnist serve` on an output root with no run yet, its page trainings on 600 digits."""
+    folder = tmp_path_factory.mktemp("serve-train")
+    (folder / "outputs").mkdir()
+    base = write_tiny_config(folder / "base.yaml", mnist_path, folder / "elsewhere",
+                             data={"subset": {"train": 600, "test": 200}})
+    process, address = start_mnist_serve(folder / "outputs", "--train-config", str(base))
+    yield address, folder / "outputs"
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+
+
+def test_a_training_started_from_the_page_shows_its_curve(empty_server, browser):
+    address, root = empty_server
+    browser.get(address)
+    wait_for(browser, lambda: "No run yet" in by_testid(browser, "message").text)
+    Select(by_testid(browser, "train-layers")).select_by_value("784-30-10")
+    epochs = by_testid(browser, "train-epochs")
+    epochs.clear()
+    epochs.send_keys("1")
+    by_testid(browser, "train-start").click()
+    wait_for(browser, lambda: "finished" in by_testid(browser, "train-status").text, 120)
+    run = next(root.iterdir())
+    assert run.name.startswith("page-784-30-10-") and (run / "metrics.json").is_file()
+    # The page shows the new run, with its one epoch on the curves and its answers.
+    wait_for(browser, lambda: Select(by_testid(browser, "run")).first_selected_option
+             .get_attribute("value") == run.name)
+    wait_for(browser, lambda: len(by_testid(browser, "curves").find_elements(
+        By.CSS_SELECTOR, "circle.train")) == 2)  # one point on the loss and accuracy plots
+    wait_for(browser, lambda: by_testid(browser, "confusion-cell", many=True))
+    assert "1 (batch" in by_testid(browser, "glance").text

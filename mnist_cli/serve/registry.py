@@ -253,7 +253,18 @@ class LoadedRun:
                           if len(steps) <= 10 else [],
             "snapshot_epochs": self.run.snapshot_epochs(),
             "progress": self._progress(len(history)),
+            "weights_version": self._weights_version(),
         }
+
+    def _weights_version(self) -> str | None:
+        """Which weights answer now: "final", the checkpoint's date (ns) while the run
+        trains, None before its first epoch. The page re-asks its answers when it changes."""
+        if self.run.finished:
+            return "final"
+        try:
+            return str(self.run.checkpoint.stat().st_mtime_ns)
+        except OSError:
+            return None
 
     def _progress(self, epochs_done: int) -> dict[str, int] | None:
         """How far the epoch under way is (progress.json), while the run trains."""

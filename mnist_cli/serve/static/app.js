@@ -660,9 +660,9 @@ function onRunChanged(run) {
   showGlance(run);
   showLive(run);
   showEpochs(run);
-  const newEpoch = before && before.name === run.name &&
-    (before.history.length !== run.history.length || before.finished !== run.finished);
-  if (newEpoch && state.epoch == null) refreshAnswers();
+  // New weights (a checkpoint lands after its epoch's history row): new answers.
+  const newWeights = before && before.name === run.name && before.weights_version !== run.weights_version;
+  if (newWeights && state.epoch == null) refreshAnswers();
 }
 
 function follow(name, run) {
