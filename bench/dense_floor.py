@@ -11,6 +11,8 @@ The measured epoch is the second one (the first compiles) of a run on `--train` 
 
     MNIST_DATA=mnist.npz python bench/dense_floor.py --config configs/dense-record.yaml \
         --train 6000 --epochs 2
+    MNIST_DATA=mnist.npz python bench/dense_floor.py --config configs/dense-record.yaml \
+        --train 12000 --epochs 2 --set train.ema=0.9998   # the epoch with weight averaging
 """
 
 from __future__ import annotations
@@ -72,9 +74,10 @@ def floor(stack: list[int], batch: int, repeats: int) -> dict:
                                             for name, value in by_library.items()}}
 
 
-def measured_epoch(config: str, train: int, epochs: int) -> dict:
+def measured_epoch(config: str, train: int, epochs: int, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as root:
         command = [sys.executable, "-m", "mnist_cli", "train", "-c", config,
+                   *(part for override in overrides for part in ("--set", override)),
                    "--set", f"data.subset.train={train}", "--set", f"train.epochs={epochs}",
                    "--set", "data.subset.test=1000", "--set", "train.tensorboard=false",
                    "--set", f"output.root={root}"]
@@ -94,14 +97,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-run", action="store_true", help="The floor only.")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="A config override for the measured run.")
     arguments = parser.parse_args()
     from mnist_cli.config import load_config
 
-    config = load_config(arguments.config)
+    config = load_config(arguments.config, arguments.overrides)
     batch = config.train.batch_size
     result = floor(config.model.stack(), batch, arguments.repeats)
     batches = math.ceil(arguments.train / batch)
-    report = {"stack": config.model.stack(), "batch_size": batch, "cpu_count": os.cpu_count(),
+    report = {"stack": config.model.stack(), "batch_size": batch, "overrides": arguments.overrides,
+              "cpu_count": os.cpu_count(),
               "numpy": np.__version__, "load_average": os.getloadavg()[0],
               "mflop_per_image_per_step": round(result["flop_per_image"] / 1e6, 2),
               "matmul_gflop_per_second": round(result["gflop_per_second"], 1),
@@ -109,7 +115,8 @@ def main() -> None:
               "floor_epoch_seconds": round(result["step_seconds"] * batches, 3),
               "floor_images_per_second": round(batch / result["step_seconds"])}
     if not arguments.no_run:
-        run = measured_epoch(arguments.config, arguments.train, arguments.epochs)
+        run = measured_epoch(arguments.config, arguments.train, arguments.epochs,
+                             arguments.overrides)
         report.update(run)
         report["ratio_to_floor"] = round(run["epoch_seconds"][-1]
                                          / report["floor_epoch_seconds"], 2)

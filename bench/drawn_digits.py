@@ -1,12 +1,17 @@
-"""How well runs read digits that were never in MNIST: typeset in several fonts and drawn by
-several (simulated) hands, each shown centred, off-centre, tilted and as a photographed page.
-Prints one JSON object: each run's accuracy, overall and per kind of image.
+"""How well runs read digits that were never in MNIST: typeset in several fonts, written in
+handwriting fonts and drawn by several (simulated) hands, each shown centred, off-centre,
+tilted and as a photographed page. Prints one JSON object: each run's accuracy, overall and
+per kind of image.
 
 The images are rendered here, dark ink on light paper as a user would draw or photograph
 them, saved as files and classified through the real CLI (`mnist predict RUN --json`, one
 process per run), so every run sees the very same files. Typeset digits use the fonts that
-come with matplotlib; hand-drawn ones are pen strokes along each digit's usual shape, with a
-random slant, wobble and pen width per drawing. The four ways of showing a digit:
+come with matplotlib; handwriting fonts (`script`) are fonts made from people's handwriting,
+found under --font-dir where their Debian packages put them (those missing are listed in
+the report: `apt-get install fonts-dkg-handwriting fonts-breip fonts-bwht fonts-femkeklaver
+fonts-humor-sans fonts-kristi fonts-dancingscript fonts-comic-neue fonts-kaushanscript
+fonts-klee`); hand-drawn ones are pen strokes along each digit's usual shape, with a random
+slant, wobble and pen width per drawing. The four ways of showing a digit:
 
 - centred: the digit alone on white paper;
 - off-centre: small, in a corner of a large page;
@@ -37,6 +42,26 @@ CANVAS = 200  # side of a rendered digit, in pixels
 FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
          "DejaVuSerif-Italic.ttf", "cmr10.ttf", "cmss10.ttf", "STIXGeneralItalic.ttf"]
 SHOWINGS = ("centred", "off-centre", "tilted", "photo")
+HANDWRITING_FONTS = (  # (Debian package, font file): fonts drawn from someone's handwriting
+    ("fonts-dkg-handwriting", "dkg.ttf"), ("fonts-breip", "Breip.ttf"),
+    ("fonts-bwht", "BecauseWeLearn-Regular.otf"), ("fonts-bwht", "BecauseWeBuild-Regular.otf"),
+    ("fonts-femkeklaver", "femkeklaver.ttf"), ("fonts-humor-sans", "Humor-Sans.ttf"),
+    ("fonts-kristi", "Kristi.ttf"), ("fonts-dancingscript", "DancingScript-Regular.otf"),
+    ("fonts-comic-neue", "ComicNeue-Regular.otf"),
+    ("fonts-kaushanscript", "KaushanScript-Regular.otf"), ("fonts-klee", "KleeOne-Regular.ttf"),
+)
+
+
+def handwriting_fonts(folder: Path) -> tuple[list[Path], list[str]]:
+    """The handwriting fonts found under `folder`, and the packages of those missing."""
+    found, missing = [], []
+    for package, name in HANDWRITING_FONTS:
+        paths = sorted(folder.rglob(name)) if folder.is_dir() else []
+        if paths:
+            found.append(paths[0])
+        else:
+            missing.append(package)
+    return found, sorted(set(missing))
 
 
 def arc(cx: float, cy: float, rx: float, ry: float, start: float, stop: float,
@@ -93,11 +118,8 @@ def hand_drawn(digit: int, rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def typeset(digit: int, font_file: str) -> Image.Image:
+def typeset(digit: int, path: Path) -> Image.Image:
     """`digit` in a font, black on white, centred on the canvas."""
-    import matplotlib
-
-    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / font_file
     font = ImageFont.truetype(str(path), size=int(CANVAS * 0.7))
     image = Image.new("L", (CANVAS, CANVAS), 255)
     draw = ImageDraw.Draw(image)
@@ -134,12 +156,16 @@ def show(image: Image.Image, showing: str, rng: np.random.Generator) -> tuple[Im
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), "JPEG"
 
 
-def render(folder: Path, hands: int, seed: int) -> dict[Path, dict]:
+def render(folder: Path, hands: int, seed: int, scripts: list[Path]) -> dict[Path, dict]:
     """Every image, written into `folder`; the truth about each."""
+    import matplotlib
+
+    fonts = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     rng = np.random.default_rng(seed)
     truth = {}
     for digit in range(10):
-        sources = [(f"font-{Path(name).stem}", typeset(digit, name)) for name in FONTS]
+        sources = [(f"font-{Path(name).stem}", typeset(digit, fonts / name)) for name in FONTS]
+        sources += [(f"script-{path.stem}", typeset(digit, path)) for path in scripts]
         sources += [(f"hand-{index}", hand_drawn(digit, rng)) for index in range(hands)]
         for source, image in sources:
             for showing in SHOWINGS:
@@ -212,13 +238,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="keep the images in this folder")
     parser.add_argument("--sheet", type=Path, help="draw each run's misread images into this PNG")
+    parser.add_argument("--font-dir", type=Path, default=Path("/usr/share/fonts"),
+                        help="where to look for the handwriting fonts (/usr/share/fonts)")
     arguments = parser.parse_args()
+    scripts, missing = handwriting_fonts(arguments.font_dir)
     with tempfile.TemporaryDirectory() as scratch:
         folder = arguments.out or Path(scratch)
         folder.mkdir(parents=True, exist_ok=True)
-        truth = render(folder, arguments.hands, arguments.seed)
+        truth = render(folder, arguments.hands, arguments.seed, scripts)
         answers = {run.name: predict(run, truth) for run in arguments.runs}
-        report = {"images": len(truth), "fonts": len(FONTS), "hands": arguments.hands,
+        report = {"images": len(truth), "fonts": len(FONTS),
+                  "handwriting_fonts": [path.stem for path in scripts],
+                  "handwriting_font_packages_missing": missing, "hands": arguments.hands,
                   "per_digit": len(truth) // 10, "seed": arguments.seed,
                   "accuracy": {name: score(read, truth) for name, read in answers.items()}}
         if arguments.sheet:

@@ -8,6 +8,7 @@ which. Import this module only after `runtime.start` chose the backend.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 
@@ -43,6 +44,19 @@ def sync_jax_state(model: Any) -> None:
     sync = getattr(model, "jax_state_sync", None)
     if sync is not None:
         sync()
+
+
+@contextlib.contextmanager
+def fit_keeps_training_weights(optimizer: Any):
+    """`model.fit` ends by `optimizer.finalize_variable_values`, which with EMA replaces the
+    weights by their average. The fit engine calls fit once per epoch (or part of one), so
+    that would restart every epoch from the average; training's end does it once instead."""
+    finalize = optimizer.finalize_variable_values
+    optimizer.finalize_variable_values = lambda variables: None
+    try:
+        yield
+    finally:
+        optimizer.finalize_variable_values = finalize
 
 
 def is_plain_dense(layer: Any) -> bool:

@@ -97,6 +97,10 @@ def build_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     """The config's optimizer. Clipping is by the global norm of all gradients together
     (`global_clipnorm`), which keeps the update's direction, unlike per-tensor `clipnorm`."""
     common = {"learning_rate": train.learning_rate, "global_clipnorm": train.clip_norm}
+    if train.ema is not None:
+        # Keras averages after every update (all engines call the optimizer's apply); the
+        # average lives among the optimizer's variables, hence in the checkpoint.
+        common.update(use_ema=True, ema_momentum=train.ema)
     if train.optimizer == "adam":
         return keras.optimizers.Adam(**common)
     if train.optimizer == "adamw":

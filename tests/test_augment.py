@@ -106,6 +106,37 @@ def test_the_elastic_field_has_simards_size_and_alpha_zero_changes_nothing(augme
     np.testing.assert_allclose(same, pixels.astype(np.float32), atol=1e-4)
 
 
+def test_the_pen_thickens_thins_and_fades_the_ink(augment):
+    image = np.repeat(digit(), 4, axis=0)
+    width = np.array([1.0, -1.0, 0.0, 0.5], np.float32)
+    fading = np.array([0.0, 0.0, 0.4, 0.0], np.float32)
+    changed = np.asarray(augment.restroke(image, width, fading))
+    ink = (image[0] > 0).sum()
+    assert (changed[0] > 0).sum() > ink and changed[0].max() == image[0].max()  # thicker
+    assert 0 < (changed[1] > 0).sum() < ink  # thinner: the 3-wide bar stays, 1-wide parts go
+    np.testing.assert_allclose(changed[2], image[2] * 0.6, rtol=1e-6)  # faded
+    assert ink < (changed[3] > 0).sum() and changed[3].sum() < changed[0].sum()  # halfway
+
+
+def test_the_pen_leaves_the_geometry_s_distortions_as_they_were(augment):
+    """Turning stroke or contrast on draws from a stream of its own: the affine and
+    elastic distortions of every image stay those of a run without them."""
+    import jax
+
+    pixels = np.repeat(digit().astype(np.uint8), 3, axis=0)
+    rows = np.array([3, 4, 5])
+
+    def features(**pen):
+        data = DataConfig(augment=Augment(**DISTORTIONS, **pen), flatten=True)
+        function = jax.jit(lambda p, r: augment.augmented_features(p, r, 0, 1, data))
+        return np.asarray(function(pixels, rows))
+
+    plain, faded = features(), features(contrast=0.5)
+    scale = faded.max(axis=1, keepdims=True) / plain.max(axis=1, keepdims=True)
+    np.testing.assert_allclose(faded, plain * scale, atol=1e-5)
+    assert (scale < 1).all() and (scale > 0.5 - 1e-6).all()
+
+
 def test_distortions_are_a_function_of_seed_epoch_and_row(augment):
     data = DataConfig(augment=Augment(**DISTORTIONS), flatten=True)
     pixels = np.repeat(digit().astype(np.uint8), 4, axis=0)

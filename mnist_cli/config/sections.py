@@ -95,6 +95,13 @@ class Augment(Strict):
     elastic_sigma: Annotated[float, Field(ge=1.0, le=20.0)] = Field(
         default=6.0, description="The width, in pixels, of the Gaussian that smooths the "
         "elastic field: larger is smoother.")
+    stroke: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.0, description="Pen width: each image is thickened (a 3x3 dilation) or "
+        "thinned (a 3x3 erosion) by up to this fraction of one such step, about one pixel "
+        "each side at 1.")
+    contrast: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        default=0.0, description="Faint ink: each image's intensity is multiplied by 1 - u, "
+        "u drawn in [0, contrast).")
 
 
 class DataConfig(Strict):
@@ -369,6 +376,13 @@ class TrainConfig(Strict):
         "training (the log then costs training almost nothing).",
     )
 
+    ema: Annotated[float, Field(gt=0.0, lt=1.0)] | None = Field(
+        default=None,
+        description="Polyak averaging: keep an exponential moving average of the weights, "
+        "avg = ema * avg + (1 - ema) * w after every step (in the checkpoint), and test and "
+        "save the average; e.g. 0.9999 averages about the last 10,000 steps. Per-epoch "
+        "validation still scores the raw weights. null: off.",
+    )
     snapshots: bool = Field(
         default=False,
         description="Keep the weights of every epoch (snapshots/epoch-NNNN.npz, float16) so "
@@ -383,6 +397,14 @@ class TrainConfig(Strict):
         if value is False:
             return None
         return value
+
+    @model_validator(mode="after")
+    def _one_choice_of_final_weights(self) -> TrainConfig:
+        if (self.ema is not None and self.early_stopping is not None
+                and self.early_stopping.restore_best_weights):
+            raise ValueError("ema and early_stopping.restore_best_weights both choose the "
+                             "final weights: set restore_best_weights to false, or ema to null")
+        return self
 
     @model_validator(mode="after")
     def _momentum_needs_its_optimizer(self) -> TrainConfig:

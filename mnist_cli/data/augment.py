@@ -17,7 +17,11 @@ The distortion of one image, with `c` the image centre and output pixel `q`:
 
 where `M = R(rotation) S(scale) H(shear)` and `t` the translation are drawn uniformly in the
 config's ranges, and `d` is the elastic displacement field; the output is the input
-bilinearly sampled at `source(q)` (zero outside the image). Simard et al. (2003) make `d` as
+bilinearly sampled at `source(q)` (zero outside the image). Then the pen (`stroke`): the
+image moves a drawn fraction of the way to its 3x3 dilation (a thicker pen) or erosion (a
+thinner one); and the ink (`contrast`): its intensity is scaled down by a drawn factor.
+Their random numbers are drawn apart from the geometry's, so turning them on leaves every
+other distortion of a run as it was. Simard et al. (2003) make `d` as
 alpha times uniform noise in [-1, 1] per pixel smoothed by a Gaussian of width sigma: a
 25-tap convolution of two 28x28 fields per image, which is most of the cost of a naive
 version. Here the noise is drawn on a coarse grid (spacing sigma), smoothed there by the
@@ -250,7 +254,27 @@ def distort_rows(images: Tensor, seed: Tensor | int, epoch: Tensor | int, rows: 
     if elastic:
         noise = ops.reshape(draws[:, _AFFINE_DRAWS:], (-1, 2, size, size))
         displacement = elastic_displacement(noise, settings)
-    return distort(images, inverse, shift, displacement)
+    distorted = distort(images, inverse, shift, displacement)
+    if settings.stroke > 0 or settings.contrast > 0:
+        pen = uniform_draws(seed + _PEN_SEED_OFFSET, epoch, rows, 2)
+        distorted = restroke(distorted, pen[:, 0] * settings.stroke,
+                             (pen[:, 1] + 1) / 2 * settings.contrast)
+    return distorted
+
+
+_PEN_SEED_OFFSET = 7919  # the pen's draws: their own stream, apart from the geometry's
+
+
+def restroke(images: Tensor, width: Tensor, fading: Tensor) -> Tensor:
+    """(B, 28, 28) images with the pen changed: `width` in [-1, 1] per image moves it that
+    fraction of the way to its 3x3 dilation (> 0) or erosion (< 0); then the ink is scaled
+    by 1 - `fading`."""
+    stacked = images[..., None]
+    dilated = ops.max_pool(stacked, 3, strides=1, padding="same")[..., 0]
+    eroded = -ops.max_pool(-stacked, 3, strides=1, padding="same")[..., 0]
+    width = width[:, None, None]
+    target = ops.where(width > 0, dilated, eroded)
+    return (images + ops.abs(width) * (target - images)) * (1.0 - fading[:, None, None])
 
 
 def pixels_to_features(pixels: Tensor, data: DataConfig) -> Tensor:

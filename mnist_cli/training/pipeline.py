@@ -156,6 +156,8 @@ def train(config: Config, *, echo: Callable[[str], None] = print, progress_bar: 
         if state.early_stopping.stopped_early:
             echo(state.early_stopping.summary(len(state.history), config.train.epochs))
         state.early_stopping.finish()
+        if config.train.ema is not None:
+            model.optimizer.finalize_variable_values(model.trainable_variables)
         return _finish(_Finished(run, config, data, state, engine, train_seconds,
                                  events.stopped_by(), devices),
                        checkpointer, tensorboard, echo)
@@ -283,6 +285,7 @@ def _finish(done: _Finished, checkpointer: Checkpointer, tensorboard: TensorBoar
         tensorboard.finish(epochs_run, run.errors, metrics)
     write_json_atomic(run.metrics, metrics)
     checkpointer.remove()
+    run.progress.unlink(missing_ok=True)  # the page's view of an epoch under way
     echo(f"Test accuracy: {metrics['test_accuracy']:.4f} "
          f"({metrics['num_errors']} errors in {metrics['num_test']})")
     echo(f"Saved to {run.path}")

@@ -31,6 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from mnist_cli import keras_compat
 from mnist_cli.keras_compat import sync_jax_state
 from mnist_cli.metrics import one_hot
 from mnist_cli.training import interrupt
@@ -115,17 +116,18 @@ def train(job: EngineJob) -> None:
             shuffle: bool, batches: int, **callback_options: Any) -> bool:
         callback = _EpochCallback(job.events, seed=config.seed, batches_per_epoch=batches,
                                   save_partial=save_partial, **callback_options)
-        model.fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=end_epoch,
-            initial_epoch=first_epoch,
-            validation_data=validation,
-            shuffle=shuffle,
-            callbacks=[callback],
-            verbose=0,  # the events draw the progress
-        )
+        with keras_compat.fit_keeps_training_weights(model.optimizer):
+            model.fit(
+                x,
+                y,
+                batch_size=batch_size,
+                epochs=end_epoch,
+                initial_epoch=first_epoch,
+                validation_data=validation,
+                shuffle=shuffle,
+                callbacks=[callback],
+                verbose=0,  # the events draw the progress
+            )
         return callback.stopped
 
     def features(epoch: int) -> np.ndarray:

@@ -250,7 +250,9 @@ class JaxEpochs:
         """Set `self.live`, `self.kernel_slots` and `self.train_optimizer` when some input
         columns are zero in every training sample and their kernel rows' slots are zero."""
         live = live_columns(encoded)
-        if live is None:
+        if live is None or self.optimizer.use_ema:
+            # The weights' average (train.ema) of a dead row is its initial value, which a
+            # compact kernel would not keep: train on every column.
             return
         kernel = trainable[0]
         compact_shapes = [(len(live), *kernel.shape[1:]), *(value.shape for value in trainable[1:])]
