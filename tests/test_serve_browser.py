@@ -6,8 +6,8 @@ stroke), reads the prediction and the bars from the page and checks them against
 own answer for the same pixels, undoes, compares two runs, and clicks a confusion-matrix cell
 to see its digits. Then: the epoch slider replays an earlier epoch's answer, the unit images,
 saliency and FGSM nudge appear for a drawing, and a 1-epoch training started from the page's
-form shows its curve when its epoch lands. Skipped, with the reason, where Chromium, its driver or Selenium is missing
-(`.ci/run` installs them where apt can).
+form shows its curve when its epoch lands. Skipped, with the reason, where Chromium, its
+driver or Selenium is missing (`.ci/run` installs them where apt can).
 """
 
 from __future__ import annotations
