@@ -8,10 +8,10 @@ them, saved as files and classified through the real CLI (`mnist predict RUN --j
 process per run), so every run sees the very same files. Typeset digits use the fonts that
 come with matplotlib; handwriting fonts (`script`) are fonts made from people's handwriting,
 found under --font-dir where their Debian packages put them (those missing are listed in
-the report: `apt-get install fonts-dkg-handwriting fonts-breip fonts-bwht fonts-femkeklaver
-fonts-humor-sans fonts-kristi fonts-dancingscript fonts-comic-neue fonts-kaushanscript
-fonts-klee`); hand-drawn ones are pen strokes along each digit's usual shape, with a random
-slant, wobble and pen width per drawing. The four ways of showing a digit:
+the report: `apt-get install fonts-dkg-handwriting fonts-breip fonts-bwht fonts-humor-sans
+fonts-kristi fonts-dancingscript fonts-comic-neue fonts-kaushanscript fonts-klee`);
+hand-drawn ones are pen strokes along each digit's usual shape, with a random slant, wobble
+and pen width per drawing. The four ways of showing a digit:
 
 - centred: the digit alone on white paper;
 - off-centre: small, in a corner of a large page;
@@ -42,10 +42,12 @@ CANVAS = 200  # side of a rendered digit, in pixels
 FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
          "DejaVuSerif-Italic.ttf", "cmr10.ttf", "cmss10.ttf", "STIXGeneralItalic.ttf"]
 SHOWINGS = ("centred", "off-centre", "tilted", "photo")
-HANDWRITING_FONTS = (  # (Debian package, font file): fonts drawn from someone's handwriting
+# (Debian package, font file): fonts drawn from someone's handwriting. Not fonts-femkeklaver:
+# it draws each digit's outline, which no hand writes.
+HANDWRITING_FONTS = (
     ("fonts-dkg-handwriting", "dkg.ttf"), ("fonts-breip", "Breip.ttf"),
     ("fonts-bwht", "BecauseWeLearn-Regular.otf"), ("fonts-bwht", "BecauseWeBuild-Regular.otf"),
-    ("fonts-femkeklaver", "femkeklaver.ttf"), ("fonts-humor-sans", "Humor-Sans.ttf"),
+    ("fonts-bwht", "BecauseWeCreate-Regular.otf"), ("fonts-humor-sans", "Humor-Sans.ttf"),
     ("fonts-kristi", "Kristi.ttf"), ("fonts-dancingscript", "DancingScript-Regular.otf"),
     ("fonts-comic-neue", "ComicNeue-Regular.otf"),
     ("fonts-kaushanscript", "KaushanScript-Regular.otf"), ("fonts-klee", "KleeOne-Regular.ttf"),
