@@ -149,11 +149,11 @@ class LoadedRun:
     # -- which weights ------------------------------------------------------------------
 
     def _built(self) -> Any:
-        """A fresh model of the run's config, on the run's backend (its weights follow)."""
+        """A fresh model of the run's config, on the server's backend, as `load_model`
+        loads the finished ones (its weights follow)."""
         from mnist_cli import runtime
 
-        runtime.start(self.backend if self.backend != "auto" else
-                      self.config.runtime.backend)
+        runtime.start(self.backend)
         from mnist_cli.model import build_model
 
         return build_model(self.config)
