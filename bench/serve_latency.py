@@ -191,11 +191,11 @@ def main() -> None:
     thread.start()
     while not server.started:
         time.sleep(0.01)
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30)]
 
     def send_over_loopback(body: bytes) -> None:
-        connection.request("POST", url, body=body, headers=headers)
-        response = connection.getresponse()
+        connections[-1].request("POST", url, body=body, headers=headers)
+        response = connections[-1].getresponse()
         response.read()
         assert response.status == 200
 
@@ -210,6 +210,8 @@ def main() -> None:
             reader = threading.Thread(target=follow_live, args=(port, name, delays, stop),
                                       daemon=True)
             reader.start()
+            # A new connection: the first one idled past the server's keep-alive meanwhile.
+            connections.append(http.client.HTTPConnection("127.0.0.1", port, timeout=30))
             beside_seconds = time_requests(send_over_loopback, bodies)
             while len(delays) < 3 and training.process.poll() is None:
                 time.sleep(0.1)  # at least three epochs seen live

@@ -172,6 +172,20 @@ def test_a_run_without_an_epoch_yet_is_listed_and_says_so(mnist_path, tmp_path, 
                       "has not finished its first epoch yet")
 
 
+def test_the_live_stream_ends_when_its_run_is_deleted(mnist_path, tmp_path):
+    import shutil
+
+    run = tmp_path / "outputs" / "gone-20260101-000000"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(tiny_config_data(mnist_path, tmp_path)))
+    client = TestClient(create_app(RunRegistry(tmp_path / "outputs")))
+    with client.stream("GET", "/api/runs/latest/live") as events:
+        lines = events.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+        shutil.rmtree(run)
+        assert [line for line in lines if line.startswith("data: ")] == []
+
+
 def test_the_live_stream_of_a_finished_run_is_one_event(client):
     with client.stream("GET", "/api/runs/latest/live") as events:
         data = [line for line in events.iter_lines() if line.startswith("data: ")]

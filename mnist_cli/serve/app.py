@@ -48,6 +48,7 @@ from starlette.staticfiles import StaticFiles
 
 from mnist_cli.config import NUM_CLASSES
 from mnist_cli.errors import ImageError, MnistCliError
+from mnist_cli.runs import RunDir
 from mnist_cli.serve.registry import (
     NoEpochYetError,
     RunRegistry,
@@ -167,12 +168,11 @@ def _epoch_parameter(request: Request) -> int | None:
     return int(value)
 
 
-def _run_files(registry: RunRegistry, name: str) -> tuple:
-    """What changes when an epoch lands, moves on or the run ends: the dates of its
-    history, checkpoint, progress and metrics files."""
-    run = registry.resolve(name).run
+def _run_files(run: RunDir) -> tuple:
+    """What changes when an epoch lands, moves on or the run ends (or goes away): the
+    dates of its config, history, checkpoint, progress and metrics files."""
     stamps = []
-    for path in (run.history, run.checkpoint, run.progress, run.metrics):
+    for path in (run.config, run.history, run.checkpoint, run.progress, run.metrics):
         try:
             stamps.append(path.stat().st_mtime_ns)
         except OSError:
@@ -275,10 +275,13 @@ def create_app(registry: RunRegistry, allowed_hosts: list[str] | None = None,
         async def events():
             seen = None
             while not stopping() and not await request.is_disconnected():
-                stamps = await run_in_threadpool(_run_files, registry, loaded.name)
+                stamps = await run_in_threadpool(_run_files, loaded.run)
                 if stamps != seen:
                     seen = stamps
-                    described = await run_in_threadpool(loaded.describe)
+                    try:
+                        described = await run_in_threadpool(loaded.describe)
+                    except (MnistCliError, OSError):
+                        return  # the run's folder went away: the stream ends
                     yield f"data: {json.dumps(described)}\n\n"
                     if described["finished"]:
                         return
