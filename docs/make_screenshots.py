@@ -6,8 +6,8 @@ Without runs given, it trains both first (`configs/keras-784-500-10.yaml` for 5 
 train.snapshots, and `configs/softmax-784-10.yaml`) into a temporary output root, then
 starts `mnist serve` on them, draws a 3 on the canvas, clicks the confusion matrix's largest
 error cell, and writes `docs/serve-keras.png` and `docs/serve-softmax.png`; then starts a
-training from the page's form (784-100-10, augmentation on, 10 epochs), draws the 3 again
-and writes `docs/serve-training.png` after its third epoch (all reduced to a palette: small
+training from the page's form (784-100-10, augmentation on, 30 epochs), draws the 3 again
+and writes `docs/serve-training.png` once three epochs are done (all reduced to a palette: small
 files).
 Needs the serve and dev extras and Debian's `chromium` and `chromium-driver`.
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -106,7 +107,8 @@ def by_testid(driver, testid: str):
 
 
 def training_screenshot(driver, address: str, path: Path) -> None:
-    """A training started from the form, shown live after its third epoch, then stopped."""
+    """A training started from the form, shown live once three epochs are done, then
+    stopped."""
     driver.set_window_size(1400, 1250)
     driver.get(address)
     wait = WebDriverWait(driver, 300)
@@ -115,11 +117,11 @@ def training_screenshot(driver, address: str, path: Path) -> None:
     by_testid(driver, "train-augment").click()
     epochs = by_testid(driver, "train-epochs")
     epochs.clear()
-    epochs.send_keys("10")
+    epochs.send_keys("30")
     by_testid(driver, "train-start").click()
     wait.until(lambda d: "Training" in by_testid(d, "train-status").text)
     draw(driver, by_testid(driver, "canvas"), three())
-    wait.until(lambda d: " 3 of 10 epochs" in by_testid(d, "live").text)
+    wait.until(lambda d: re.search(r" ([3-9]|\d\d) of 30 epochs", by_testid(d, "live").text))
     time.sleep(1.5)
     save(driver, path)
     by_testid(driver, "train-stop").click()

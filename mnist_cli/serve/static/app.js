@@ -454,7 +454,7 @@ function curveChart(title, run, trainKey, validationKey) {
   svg.appendChild(svgElement("text", { class: "tick", x: margin.left - 4, y: y(high) + 4, "text-anchor": "end" }, high.toPrecision(3)));
   svg.appendChild(svgElement("text", { class: "tick", x: margin.left - 4, y: y(low) + 4, "text-anchor": "end" }, low.toPrecision(3)));
   svg.appendChild(svgElement("text", { class: "tick", x: x(first), y: plotBottom + 13, "text-anchor": "middle" }, String(first)));
-  svg.appendChild(svgElement("text", { class: "tick", x: x(last), y: plotBottom + 13, "text-anchor": "middle" }, String(last)));
+  svg.appendChild(svgElement("text", { class: "tick", x: x(last), y: plotBottom + 13, "text-anchor": "end" }, String(last)));
   svg.appendChild(svgElement("text", { class: "axis-label", x: (margin.left + width - margin.right) / 2, y: height - 4, "text-anchor": "middle" }, "epoch"));
   svg.appendChild(svgElement("text", { class: "axis-label", x: 12, y: (margin.top + plotBottom) / 2, "text-anchor": "middle", transform: `rotate(-90 12 ${(margin.top + plotBottom) / 2})` }, title));
   for (const step of run.rate_steps || []) {
