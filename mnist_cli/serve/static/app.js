@@ -226,6 +226,12 @@ async function predictAll() {
   showMessage("");
   answers.forEach((answer, position) => showAnswer(answerPanels()[position], answer));
   if (input.kind === "drawing" && !activeStroke) await explain(names[0], body);
+  else if (input.kind !== "drawing") hideExplanations(); // it explains drawings only
+}
+
+function hideExplanations() {
+  document.getElementById("units-card").hidden = true;
+  document.getElementById("looks-card").hidden = true;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -319,6 +325,7 @@ function buildAnswerPanels() {
 
 function resetAnswers() {
   buildAnswerPanels();
+  hideExplanations();
   showMessage("");
 }
 
@@ -707,8 +714,7 @@ async function selectRun(name) {
   offerComparisons(name);
   buildAnswerPanels();
   document.getElementById("confusion").replaceChildren();
-  document.getElementById("units-card").hidden = true;
-  document.getElementById("looks-card").hidden = true;
+  hideExplanations();
   const run = await api(runPath(name));
   if (name !== state.primary) return;
   onRunChanged(run);
