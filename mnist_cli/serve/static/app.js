@@ -597,19 +597,8 @@ async function showTemplates(name, hasHiddenLayers) {
   const result = await api(atEpoch(runPath(name, "/templates")));
   result.templates.forEach((weights, digit) => {
     const figure = document.createElement("figure");
-    const image = document.createElement("canvas");
-    image.width = 28;
-    image.height = 28;
-    const draw = image.getContext("2d");
-    const data = draw.createImageData(28, 28);
-    weights.forEach((weight, i) => {
-      // Diverging colours: blue for positive weights, red for negative, white for zero.
-      const strength = Math.min(1, Math.abs(weight));
-      const fade = Math.round(255 * (1 - strength));
-      const [r, g, b] = weight >= 0 ? [fade, fade, 255] : [255, fade, fade];
-      data.data.set([r, g, b, 255], 4 * i);
-    });
-    draw.putImageData(data, 0, 0);
+    const image = Object.assign(document.createElement("canvas"), { width: 28, height: 28 });
+    drawDiverging(image, weights);
     const caption = document.createElement("figcaption");
     caption.textContent = String(digit);
     figure.append(image, caption);
