@@ -447,3 +447,45 @@ def test_every_bundled_sweep_runs_to_its_end(tmp_path, mnist_path, bundled):
     assert "2 complete trials" in result.output, result.output
     folder = only_sweep_folder(tmp_path / "out")
     assert len(trial_runs(folder)) == 2 and (folder / "trials.csv").is_file()
+
+
+@pytest.mark.parametrize("lost", ["duplicate row", "relation already exists"])
+def test_a_worker_that_loses_the_race_to_create_the_tables_opens_them(monkeypatch, lost):
+    """Two workers on an empty database both create Optuna's tables; the loser sees a
+    duplicate row (IntegrityError) or PostgreSQL's DuplicateTable (ProgrammingError) and
+    opens the tables the winner made."""
+    import optuna
+    import sqlalchemy.exc
+
+    from mnist_cli.sweep import study
+
+    error = (sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+             if lost == "duplicate row" else
+             sqlalchemy.exc.ProgrammingError("CREATE TABLE", {}, Exception(
+                 'relation "studies" already exists')))
+    calls = []
+
+    def storage(url):
+        calls.append(url)
+        if len(calls) == 1:
+            raise error
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    monkeypatch.setattr(study.time, "sleep", lambda seconds: None)
+    assert study.open_storage(None, "postgresql://u:p@host/db") == "opened"
+    assert len(calls) == 2
+
+
+def test_other_database_errors_are_one_line_at_once(monkeypatch):
+    import optuna
+    import sqlalchemy.exc
+
+    from mnist_cli.sweep import study
+
+    def storage(url):
+        raise sqlalchemy.exc.ProgrammingError("SELECT", {}, Exception("permission denied"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage)
+    with pytest.raises(study.SweepStorageError, match="permission denied"):
+        study.open_storage(None, "postgresql://u:secret@host/db")

@@ -60,9 +60,13 @@ def open_storage(folder: SweepFolder | None, url: str | None) -> Any:
             return optuna.storages.RDBStorage(_with_driver(url))
         except Exception as error:  # SQLAlchemy's and the driver's errors, of many classes
             # Workers started at once on an empty database all create Optuna's tables and
-            # all but one fail; once the tables exist, opening them works.
+            # all but one fail (a duplicate row, or PostgreSQL's "relation ... already
+            # exists"); once the tables exist, opening them works.
             attempt += 1
-            if isinstance(error, sqlalchemy.exc.IntegrityError) and attempt < SCHEMA_ATTEMPTS:
+            lost_race = isinstance(error, sqlalchemy.exc.IntegrityError) or (
+                isinstance(error, sqlalchemy.exc.ProgrammingError)
+                and "already exists" in str(error))
+            if lost_race and attempt < SCHEMA_ATTEMPTS:
                 time.sleep(0.5 * attempt)
                 continue
             raise SweepStorageError(
