@@ -296,7 +296,7 @@ def create_app(registry: RunRegistry, allowed_hosts: list[str] | None = None,
         return training
 
     def training_answer() -> dict[str, Any]:
-        status = trainer().status()
+        status = trainer().status()  # reads the run's folder from the training's log
         path = trainer().run_path
         if path is not None and registry.runs_given():
             registry.add(path)  # served beside the runs given on the command line

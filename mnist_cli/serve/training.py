@@ -199,8 +199,7 @@ class PageTraining:
 
     @property
     def run_path(self) -> Path | None:
-        """The newest training's run directory, once `mnist train` has made it."""
-        self.status()
+        """The newest training's run directory, once `status()` has read it from the log."""
         return self._run
 
     def _cleanup(self) -> None:
