@@ -144,7 +144,8 @@ class LoadedRun:
         self._lock = threading.Lock()
         self._current: Weights | None = None
         self._snapshots = _Cache(4)
-        self._outputs = _Cache(4)
+        self._outputs = _Cache(4)  # test-set outputs of the last weights asked for
+        self._test_data: Any = None  # read once: the weights change, the test set does not
 
     # -- which weights ------------------------------------------------------------------
 
@@ -363,15 +364,15 @@ class LoadedRun:
         """The run's own test set and the model's outputs on it, computed once per weights."""
         weights = self.at(epoch)
         with self._lock:
-            cached = self._outputs.get(weights.version)
-            if cached is None:
-                data = self._outputs.get("data")
-                if data is None:
-                    data = self._outputs.keep("data", load_split(self.config, "test"))
-                outputs = model_outputs(weights.model, data.features, self.model_path,
-                                        f"the test data of {data.source}")
-                cached = self._outputs.keep(weights.version, (data, outputs))
-            return (*cached, weights)
+            if self._test_data is None:
+                self._test_data = load_split(self.config, "test")
+            data = self._test_data
+            outputs = self._outputs.get(weights.version)
+            if outputs is None:
+                outputs = self._outputs.keep(weights.version, model_outputs(
+                    weights.model, data.features, self.model_path,
+                    f"the test data of {data.source}"))
+            return data, outputs, weights
 
     def confusion(self, epoch: int | None = None) -> dict[str, Any]:
         """The test set's confusion matrix (rows: true digit, columns: predicted)."""
