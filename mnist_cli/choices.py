@@ -13,7 +13,8 @@ DATASETS = ("mnist", "fashion_mnist", "openml")
 TEST_SPLITS = ("official", "pooled")  # data.split: where the test set comes from
 SPLITS = ("test", "val", "train")  # what `mnist evaluate --split` can measure
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
-SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")  # train.schedule.name
+# train.schedule.name
+SCHEDULES = ("constant", "step", "exponential", "cosine", "cosine_restarts", "plateau")
 LOSSES = ("categorical_crossentropy", "mse", "quadratic", "sum_squared_error")
 ACTIVATIONS = (
     "relu", "sigmoid", "tanh", "softmax", "linear", "elu", "selu", "gelu", "softplus", "swish"

@@ -54,6 +54,19 @@ def test_each_schedule_gives_the_rates_of_its_formula():
     assert all(later < earlier for earlier, later in zip(cosine[2:], cosine[3:]))
 
 
+def test_cosine_restarts_go_back_to_the_base_rate_at_each_cycle_of_growing_length():
+    restarts = rates({"name": "cosine_restarts", "warmup_epochs": 1, "cycle_epochs": 2,
+                      "cycle_mult": 2, "min_learning_rate": 0.01}, 1 + 2 + 4 + 2)
+    assert restarts[0] == pytest.approx(0.1)  # the one warm-up epoch
+    # Cycles of 2 then 4 epochs, each from r down along its own half cosine, then a third.
+    assert restarts[1:3] == pytest.approx([0.1, 0.055])
+    assert restarts[3:7] == pytest.approx(
+        [0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * step / 4)) for step in range(4)])
+    assert restarts[7:] == pytest.approx([0.1, 0.1 - 0.09 * 0.5 * (1 - math.cos(math.pi / 8))])
+    equal = rates({"name": "cosine_restarts", "cycle_epochs": 3, "cycle_mult": 1}, 9)
+    assert equal[:3] == pytest.approx(equal[3:6]) and equal[3:6] == pytest.approx(equal[6:])
+
+
 def test_reduce_on_plateau_waits_patience_epochs_and_keeps_its_state():
     settings = Schedule(name="plateau", patience=2, factor=0.5, monitor="val_loss",
                         min_learning_rate=0.03)

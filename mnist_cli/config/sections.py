@@ -301,17 +301,26 @@ class Schedule(Strict):
     name: Literal[choices.SCHEDULES] = Field(
         default="constant", description="constant: r; step: r * factor^((e-W) // "
         "step_epochs); exponential: r * factor^(e-W); cosine: from r at e = W down to "
-        "min_learning_rate at e = E along half a cosine; plateau: r, multiplied by factor "
-        "after `patience` epochs without improvement of `monitor`.")
+        "min_learning_rate at e = E along half a cosine; cosine_restarts: the same half "
+        "cosine over cycles of cycle_epochs, cycle_epochs * cycle_mult, ... epochs, back to "
+        "r at the start of each (SGDR); plateau: r, multiplied by factor after `patience` "
+        "epochs without improvement of `monitor`.")
     warmup_epochs: Annotated[int, Field(ge=0)] = Field(
         default=0, description="First epochs ramping linearly up to r: r/W, 2r/W, ..., r.")
     step_epochs: Annotated[int, Field(gt=0)] = Field(
         default=10, description="step only: epochs between two reductions.")
+    cycle_epochs: Annotated[int, Field(gt=0)] = Field(
+        default=10, description="cosine_restarts only: epochs of the first cycle.")
+    cycle_mult: Annotated[int, Field(ge=1)] = Field(
+        default=2, description="cosine_restarts only: each cycle is this many times as long "
+        "as the one before (1: all equal). End training with a cycle: with 10 and 2, after "
+        "10, 30, 70, 150, ... epochs past the warm-up.")
     factor: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         default=0.5, description="step, plateau: the multiplier of a reduction; "
         "exponential: the multiplier per epoch.")
     min_learning_rate: Annotated[float, Field(ge=0.0)] = Field(
-        default=0.0, description="cosine: the final rate; plateau: the lowest rate.")
+        default=0.0, description="cosine: the final rate; cosine_restarts: the rate each "
+        "cycle ends at; plateau: the lowest rate.")
     patience: Annotated[int, Field(ge=1)] = Field(
         default=2, description="plateau only: epochs without improvement before a reduction.")
     monitor: Literal[choices.MONITORED_METRICS] = Field(

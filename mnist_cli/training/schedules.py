@@ -28,10 +28,19 @@ def scheduled_rate(settings: Schedule, base_rate: float, epoch: int, epochs: int
     if settings.name == "exponential":
         return base_rate * settings.factor**after
     if settings.name == "cosine":
-        span = max(1, epochs - warmup)
-        low = settings.min_learning_rate
-        return low + (base_rate - low) * 0.5 * (1 + math.cos(math.pi * after / span))
+        return _half_cosine(base_rate, settings.min_learning_rate, after, max(1, epochs - warmup))
+    if settings.name == "cosine_restarts":
+        span = settings.cycle_epochs
+        while after >= span:
+            after -= span
+            span *= settings.cycle_mult
+        return _half_cosine(base_rate, settings.min_learning_rate, after, span)
     return base_rate
+
+
+def _half_cosine(high: float, low: float, step: int, span: int) -> float:
+    """From `high` at step 0 towards `low` at step `span`."""
+    return low + (high - low) * 0.5 * (1 + math.cos(math.pi * step / span))
 
 
 class LearningRateSchedule:
