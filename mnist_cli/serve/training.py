@@ -28,7 +28,7 @@ from mnist_cli.config import build_config, read_yaml_mapping
 from mnist_cli.config.schema import MAX_SNAPSHOT_WEIGHTS
 from mnist_cli.errors import MnistCliError
 
-STACKS = ("784-10", "784-30-10", "784-100-10", "784-500-10", "784-800-10", "784-512-256-10")
+STACKS = ("784-10", "784-30-10", "784-100-10", "784-500-10", "784-1500-10", "784-512-256-10")
 """The layer stacks offered: the bundled recipes' (softmax regression, Nielsen, Keras,
 dense-augmented, TF2) and a 100-unit net between them."""
 
