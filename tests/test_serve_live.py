@@ -10,6 +10,7 @@ weights and against Keras's forward pass.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -173,8 +174,6 @@ def test_a_run_without_an_epoch_yet_is_listed_and_says_so(mnist_path, tmp_path, 
 
 
 def test_the_live_stream_ends_when_its_run_is_deleted(mnist_path, tmp_path):
-    import shutil
-
     run = tmp_path / "outputs" / "gone-20260101-000000"
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(tiny_config_data(mnist_path, tmp_path)))
